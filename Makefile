@@ -1,0 +1,34 @@
+# pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
+# `make test` do the same first. Variables: RUNTIME_DIR (where the server's Python packages go),
+# PG_CONFIG (which PostgreSQL; default: the newest installed).
+
+RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
+VENV ?= .venv
+PYTEST_ARGS ?=
+find_pg_config = $(firstword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -rV))
+
+.PHONY: install deps demo test bench dev-venv clean
+
+install: deps
+	$(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
+		PG_CONFIG=$(or $(PG_CONFIG),$(call find_pg_config))
+
+deps:
+	RUNTIME_DIR=$(RUNTIME_DIR) scripts/install-deps.sh
+
+dev-venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt requirements-runtime.txt pyproject.toml
+	test -x $(VENV)/bin/python || /usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: install dev-venv
+	$(VENV)/bin/python scripts/demo.py --runtime-dir $(RUNTIME_DIR)
+
+test: install dev-venv
+	PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf build .demo

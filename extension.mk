@@ -1,0 +1,27 @@
+# PGXS makefile for the extension's files, plus the Python package copied into the runtime.
+# Called by the top-level Makefile once PostgreSQL's server headers are installed.
+
+EXTENSION = pg_imgembed
+RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
+EXT_VERSION := $(shell python3 scripts/build_sql.py --version)
+DATA_built = build/pg_imgembed--$(EXT_VERSION).sql
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# -C: leave files whose content is unchanged untouched, so a second install changes nothing.
+INSTALL_DATA = /usr/bin/install -C -m 644
+
+.PHONY: FORCE install-python
+build/pg_imgembed--$(EXT_VERSION).sql: FORCE
+	python3 scripts/build_sql.py --runtime-dir $(RUNTIME_DIR) --output $@
+
+SITE_PACKAGES = $(RUNTIME_DIR)/venv/lib/python$(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
+
+install: install-python
+install-python:
+	/usr/bin/install -d -m 755 $(SITE_PACKAGES)/pg_imgembed
+	for f in pg_imgembed/*.py; do /usr/bin/install -C -m 644 $$f $(SITE_PACKAGES)/pg_imgembed/; done
+	for f in $(SITE_PACKAGES)/pg_imgembed/*.py; do test -f pg_imgembed/$$(basename $$f) || rm -f $$f; done
+	/usr/bin/python3 -m compileall -q $(SITE_PACKAGES)/pg_imgembed

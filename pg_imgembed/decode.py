@@ -1,0 +1,113 @@
+"""Image bytes -> an upright 8-bit RGB ``PIL.Image``, with a decompression-bomb guard.
+
+Only the header is parsed before the pixel-count check, so an oversized image is rejected without
+allocating its pixels. ``draft_size`` enables JPEG DCT scaling (the "fast" decode mode): the
+decoder produces a smaller image directly, never below the requested size.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageTooLarge, UndecodableImage
+
+# Our own guard replaces Pillow's global one (which warns, then fails at a fixed size).
+Image.MAX_IMAGE_PIXELS = None
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def sniff_format(data: bytes) -> str:
+    """A short name for what the bytes look like, for error messages."""
+    signatures = (
+        (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
+        (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"),
+    )
+    for magic, name in signatures:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIF/AVIF"
+    if data[:1] in (b"{", b"[", b"<"):
+        return "text"
+    return "unknown"
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: tuple[int, int] | None = None,
+    background: Sequence[int] | None = None,
+) -> Image.Image:
+    """Decode, apply EXIF orientation and convert to RGB; raise ``ImageError`` subclasses."""
+    img = _open(data)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image of {width}x{height} pixels ({width * height} pixels) exceeds "
+            f"imgembed.max_image_pixels ({max_pixels})",
+            detail=f"{img.format} image, {len(data)} bytes",
+            hint="Downscale the image before storing it, or raise imgembed.max_image_pixels "
+            "if images this large are expected.",
+        )
+    if draft_size is not None and img.format == "JPEG":
+        img.draft("RGB", draft_size)
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img, background)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _undecodable(data, f"{img.format} data is corrupt or truncated: {exc}") from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(data))
+    except Exception as exc:  # Pillow raises several types for unknown data
+        raise _undecodable(data, "not a recognised image format") from exc
+
+
+def _undecodable(data: bytes, reason: str) -> UndecodableImage:
+    return UndecodableImage(
+        f"cannot decode image ({len(data)} bytes, looks like {sniff_format(data)}): {reason}",
+        hint="Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF.",
+    )
+
+
+def to_rgb(img: Image.Image, background: Sequence[int] | None = None) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB.
+
+    Alpha is dropped (as ``convert("RGB")`` does in the reference pipelines) unless a
+    ``background`` colour is given to composite onto. 16-bit and 32-bit greyscale are scaled
+    down, not clipped, which is what ``convert`` would do to them.
+    """
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        img = _scale_to_8bit(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha and background is not None:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if img.mode == "P" and has_alpha:
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _scale_to_8bit(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode != "F" else max(float(arr.max()), 1.0)
+    if img.mode == "I" and arr.max() > 65535:
+        top = float(arr.max())
+    return Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")

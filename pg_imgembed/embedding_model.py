@@ -1,0 +1,250 @@
+"""An ONNX image model ready to embed: session, input geometry, preprocessing and pooling.
+
+Built from the model bytes and a ``ModelConfig``. What the config leaves open (input size,
+layout) is read from the model's input shape, and the resolved config is what gets stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .decode import decode_image
+from .errors import InferenceFailed, InvalidConfig, InvalidModel
+from .model_config import ModelConfig, Resize
+from .transforms import (
+    CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge,
+    ReverseChannels, ToFloatArray, compose,
+)
+
+MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    name: str
+    layout: str  # NCHW or NHWC
+    height: int | None  # None where the model accepts any size
+    width: int | None
+    dtype: type
+    batch: int | None  # fixed batch size, or None when dynamic
+
+
+def make_session(onnx_bytes: bytes, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle worker threads must not spin: other backends need those cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind types
+        raise InvalidModel(
+            f"onnxruntime cannot load the model ({len(onnx_bytes)} bytes): {_first_line(exc)}",
+            hint="Check that the bytes are an ONNX file (not a PyTorch .pt or TensorFlow file) "
+            "with an IR version and opset this onnxruntime supports.",
+        ) from exc
+
+
+def read_input_geometry(session, layout_hint: str | None) -> InputGeometry:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise InvalidModel(
+            f"model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+            "an image embedding model takes exactly one image tensor"
+        )
+    (inp,) = inputs
+    if inp.type not in _DTYPES:
+        raise InvalidModel(f"model input {inp.name!r} has type {inp.type}; expected a float tensor")
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise InvalidModel(
+            f"model input {inp.name!r} has shape {shape}; expected 4 dimensions (NCHW or NHWC)"
+        )
+    layout = layout_hint or _guess_layout(inp.name, shape)
+    channels, height, width = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
+    if isinstance(channels, int) and channels != 3:
+        raise InvalidModel(
+            f"model input {inp.name!r} has shape {shape}: {channels} channels at the {layout} channel "
+            "axis; expected 3 (RGB)",
+            hint="Set preprocess.layout if the model's channel axis is the other one.",
+        )
+    return InputGeometry(
+        name=inp.name, layout=layout,
+        height=height if isinstance(height, int) else None,
+        width=width if isinstance(width, int) else None,
+        dtype=_DTYPES[inp.type],
+        batch=shape[0] if isinstance(shape[0], int) else None,
+    )
+
+
+def _guess_layout(name: str, shape: list) -> str:
+    if shape[1] == 3:
+        return "NCHW"
+    if shape[3] == 3:
+        return "NHWC"
+    raise InvalidModel(
+        f"cannot tell the layout of model input {name!r} with shape {shape}",
+        hint='Set "layout": "NCHW" or "NHWC" in the preprocess config.',
+    )
+
+
+def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
+    """Fill in what the model's fixed input shape determines; reject contradictions."""
+    pre = config.preprocess
+    final = pre.center_crop or (
+        (pre.resize.height, pre.resize.width) if pre.resize and pre.resize.shortest_edge is None else None
+    )
+    fixed = (geometry.height, geometry.width)
+    if pre.resize is None:
+        if None in fixed:
+            raise InvalidConfig(
+                "the model accepts any image size, so the config must say how to resize",
+                hint='Add "resize": {"shortest_edge": 256} or {"height": 224, "width": 224} to preprocess.',
+            )
+        pre = replace(pre, resize=Resize(height=fixed[0], width=fixed[1]))
+        final = pre.center_crop or fixed
+    if final is None and None not in fixed:
+        pre = replace(pre, center_crop=fixed)  # shortest-edge resize alone: crop to the model's size
+        final = fixed
+    if final is None:
+        raise InvalidConfig(
+            "a shortest_edge resize without center_crop gives images of varying size",
+            hint="Add center_crop so every image reaches the model at one size.",
+        )
+    if None not in fixed and tuple(final) != fixed:
+        raise InvalidConfig(
+            f"preprocessing produces {final[0]}x{final[1]} images but the model input "
+            f"{geometry.name!r} is {fixed[0]}x{fixed[1]}"
+        )
+    return replace(config, preprocess=replace(pre, layout=geometry.layout))
+
+
+def build_transforms(config: ModelConfig) -> Compose:
+    pre = config.preprocess
+    steps: list = []
+    resize = pre.resize
+    if resize is not None and resize.shortest_edge is not None:
+        steps.append(ResizeShortestEdge(resize.shortest_edge, pre.resample))
+    elif resize is not None:
+        steps.append(ResizeExact(resize.height, resize.width, pre.resample))  # type: ignore[arg-type]
+    if pre.center_crop is not None:
+        steps.append(CenterCrop(pre.center_crop[0], pre.center_crop[1], pre.crop_rounding))
+    steps.append(ToFloatArray())
+    if pre.rescale is not None:
+        steps.append(Rescale(pre.rescale))
+    if pre.mean is not None or pre.std is not None:
+        steps.append(Normalize(pre.mean or (0.0, 0.0, 0.0), pre.std or (1.0, 1.0, 1.0)))
+    if pre.channel_order == "BGR":
+        steps.append(ReverseChannels())
+    if pre.layout == "NCHW":
+        steps.append(ChannelsFirst())
+    return compose(steps)
+
+
+class EmbeddingModel:
+    """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
+
+    def __init__(self, onnx_bytes: bytes, config: ModelConfig, *, threads: int = 1):
+        self.session = make_session(onnx_bytes, threads)
+        self.geometry = read_input_geometry(self.session, config.preprocess.layout)
+        self.config = resolve_config(config, self.geometry)
+        self.transform = build_transforms(self.config)
+        self.output_name = self._pick_output(self.config.output.name)
+
+    def _pick_output(self, wanted: str | None) -> str:
+        names = [o.name for o in self.session.get_outputs()]
+        if wanted is None:
+            return names[0]
+        if wanted not in names:
+            raise InvalidConfig(f"model has no output {wanted!r}; outputs: {', '.join(names)}")
+        return wanted
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """Smallest decode size that still feeds the resize, for JPEG DCT scaling."""
+        resize = self.config.preprocess.resize
+        if self.config.preprocess.decode != "fast" or resize is None:
+            return None
+        if resize.shortest_edge is not None:
+            return (resize.shortest_edge, resize.shortest_edge)
+        return (resize.width, resize.height)  # type: ignore[return-value]
+
+    def decode(self, data: bytes, *, max_pixels: int, exact: bool = False) -> Image.Image:
+        return decode_image(
+            data, max_pixels=max_pixels,
+            draft_size=None if exact else self.draft_size,
+            background=self.config.preprocess.background,
+        )
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        return self.transform(img)
+
+    def run(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
+        """Batch of preprocessed tensors -> ``(N, D)`` float32 embeddings."""
+        if self.geometry.batch == 1 and len(tensors) > 1:
+            return np.concatenate([self.run([t]) for t in tensors])
+        batch = np.stack(tensors).astype(self.geometry.dtype, copy=False)
+        try:
+            (raw,) = self.session.run([self.output_name], {self.geometry.name: batch})
+        except Exception as exc:
+            raise InferenceFailed(f"onnxruntime failed: {_first_line(exc)}") from exc
+        vectors = pool(np.asarray(raw, dtype=np.float32), self.config.output.pooling, self.geometry.layout)
+        if not np.isfinite(vectors).all():
+            raise InferenceFailed("the model produced NaN or infinite values for this image")
+        return l2_normalize(vectors) if self.config.output.normalize else vectors
+
+    def embed(self, data: bytes, *, max_pixels: int, exact: bool = False) -> np.ndarray:
+        return self.run([self.preprocess(self.decode(data, max_pixels=max_pixels, exact=exact))])[0]
+
+    def probe(self) -> int:
+        """Embed a synthetic photo-sized image; return the output dimensions (validates the model)."""
+        rng = np.random.default_rng(7)
+        gradient = np.linspace(0, 255, 480 * 640 * 3).reshape(480, 640, 3)
+        pixels = np.clip(gradient + rng.normal(0, 20, gradient.shape), 0, 255).astype(np.uint8)
+        tensor = self.preprocess(Image.fromarray(pixels, "RGB"))
+        vector = self.run([tensor])[0]
+        if vector.size > MAX_DIMENSIONS:
+            raise InvalidModel(
+                f"the model's output has {vector.size} dimensions; pgvector's vector holds at most {MAX_DIMENSIONS}"
+            )
+        return int(vector.size)
+
+
+def pool(raw: np.ndarray, pooling: str, layout: str) -> np.ndarray:
+    """Model output -> one vector per image. ``auto``: vectors as they are, feature maps averaged
+    over their spatial axes, token sequences (``N x T x D``) take the first (CLS) token."""
+    if raw.ndim == 2 and pooling in ("auto", "none"):
+        return raw
+    if raw.ndim == 4 and pooling in ("auto", "mean"):
+        return raw.mean(axis=(2, 3) if layout == "NCHW" else (1, 2))
+    if raw.ndim == 3 and pooling in ("auto", "cls"):
+        return raw[:, 0, :]
+    if raw.ndim == 3 and pooling == "mean":
+        return raw.mean(axis=1)
+    raise InvalidModel(
+        f"model output has shape {list(raw.shape)}, which pooling {pooling!r} cannot turn into one vector per image",
+        hint="Expected (N, D) vectors, an (N, C, H, W) feature map or (N, T, D) tokens; "
+        'set output.name to pick another output or output.pooling ("mean", "cls").',
+    )
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # An all-zero output stays zero rather than becoming NaN.
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -1,0 +1,98 @@
+"""One exception tree for everything pg_imgembed reports, each class mapped to a SQLSTATE.
+
+The server boundary turns these into ``ERROR``s carrying ``sqlstate``, ``detail`` and ``hint``;
+messages name the thing at fault (model, byte length, detected format) so a user can act on them.
+Standard SQLSTATEs are used so PL/pgSQL handlers can catch them by condition name.
+"""
+
+from __future__ import annotations
+
+
+class ImgEmbedError(Exception):
+    """Base class. ``sqlstate`` is what the server reports for it."""
+
+    sqlstate = "XX000"  # internal_error
+
+    def __init__(self, message: str, *, detail: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+
+class ImageError(ImgEmbedError):
+    """The image bytes of one row are unusable. Triggers with on_error => 'null' absorb these."""
+
+
+class UndecodableImage(ImageError):
+    sqlstate = "22P03"  # invalid_binary_representation
+
+
+class ImageTooLarge(ImageError):
+    sqlstate = "54000"  # program_limit_exceeded
+
+
+class UnknownModel(ImgEmbedError):
+    sqlstate = "42704"  # undefined_object
+
+
+class NoDefaultModel(ImgEmbedError):
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
+class InvalidModel(ImgEmbedError):
+    """An ONNX file that cannot serve as an image embedding model."""
+
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class InvalidConfig(ImgEmbedError):
+    """A preprocessing config or an argument value that is not understood."""
+
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class NullArgument(ImgEmbedError):
+    sqlstate = "22004"  # null_value_not_allowed
+
+
+class DuplicateModel(ImgEmbedError):
+    sqlstate = "42710"  # duplicate_object
+
+
+class ModelInUse(ImgEmbedError):
+    sqlstate = "55006"  # object_in_use
+
+
+class UndefinedTrigger(ImgEmbedError):
+    sqlstate = "42704"  # undefined_object
+
+
+class InvalidSetting(ImgEmbedError):
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class DimensionMismatch(ImgEmbedError):
+    sqlstate = "42804"  # datatype_mismatch
+
+
+class InvalidColumn(ImgEmbedError):
+    sqlstate = "42804"  # datatype_mismatch
+
+
+class UndefinedColumn(ImgEmbedError):
+    sqlstate = "42703"  # undefined_column
+
+
+class InferenceFailed(ImgEmbedError):
+    sqlstate = "38000"  # external_routine_exception
+
+
+class ParallelModeError(ImgEmbedError):
+    sqlstate = "25000"  # invalid_transaction_state
+
+
+class RuntimeMismatch(ImgEmbedError):
+    """The Python runtime does not match the installed SQL (version or missing package)."""
+
+    sqlstate = "55000"  # object_not_in_prerequisite_state

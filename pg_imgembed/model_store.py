@@ -1,0 +1,145 @@
+"""The model table (``imgembed.model_store``): lookups on the embedding path, and model admin.
+
+Functions take ``plpy`` as an argument; plans are prepared once per backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .embedding_model import EmbeddingModel
+from .errors import DuplicateModel, DimensionMismatch, ModelInUse, NoDefaultModel, NullArgument, UnknownModel
+from .model_config import parse_config
+from .settings import Settings
+
+_COLUMNS = "name, sha256, dimensions, config::text AS config"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    name: str
+    sha256: str
+    dimensions: int
+    config: str  # jsonb text, as stored
+
+
+class ModelStore:
+    def __init__(self, plpy: Any) -> None:
+        self.plpy = plpy
+        self._by_name = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1", ["text"])
+        self._default = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE is_default")
+        self._bytes = plpy.prepare("SELECT onnx FROM imgembed.model_store WHERE sha256 = $1 LIMIT 1", ["text"])
+
+    # ------------------------------------------------------------ embedding path
+
+    def lookup(self, name: str | None) -> StoredModel:
+        rows = self.plpy.execute(self._default) if name is None else self.plpy.execute(self._by_name, [name])
+        if rows.nrows() == 0:
+            raise self._missing(name)
+        return StoredModel(**{k: rows[0][k] for k in ("name", "sha256", "dimensions", "config")})
+
+    def onnx_bytes(self, sha256: str) -> bytes:
+        rows = self.plpy.execute(self._bytes, [sha256])
+        if rows.nrows() == 0:  # dropped between lookup and fetch
+            raise UnknownModel(f"model with sha256 {sha256} is no longer in imgembed.model_store")
+        return rows[0]["onnx"]
+
+    def _missing(self, name: str | None) -> Exception:
+        names = [r["name"] for r in self.plpy.execute("SELECT name FROM imgembed.model_store ORDER BY name")]
+        loaded = "Loaded models: " + (", ".join(names) if names else "none") + "."
+        if name is None:
+            return NoDefaultModel(
+                "no default model is set",
+                hint=f"Call imgembed.set_default_model('name'), or name the model: img_embedding(image, 'name'). {loaded}",
+            )
+        return UnknownModel(
+            f'model "{name}" does not exist',
+            hint=f"{loaded} Load one with imgembed.load_model(name, onnx_bytes, config).",
+        )
+
+    # ------------------------------------------------------------ administration
+
+    def load(self, name: str | None, onnx: bytes | None, config_json: str | None, replace: bool | None,
+             settings: Settings) -> list[dict[str, Any]]:
+        if not name:
+            raise NullArgument("model name must not be NULL or empty")
+        if onnx is None:
+            raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
+        config = parse_config(json.loads(config_json) if config_json is not None else None)
+        model = EmbeddingModel(onnx, config, threads=settings.threads)
+        dimensions = model.probe()
+        existing = self.plpy.execute(self._by_name, [name])
+        if existing.nrows() and not replace:
+            raise DuplicateModel(
+                f'model "{name}" already exists',
+                hint="Pass replace => true to replace it; sessions pick up the new model at their next call.",
+            )
+        if existing.nrows() and existing[0]["dimensions"] != dimensions:
+            users = triggers_using(self.plpy, name)
+            if users:
+                raise DimensionMismatch(
+                    f'replacing model "{name}" would change its output from {existing[0]["dimensions"]} to '
+                    f"{dimensions} dimensions, but embedding triggers on {', '.join(users)} use it",
+                    hint="Drop those triggers (imgembed.drop_embedding_trigger) or load the model under a new name.",
+                )
+        pre = model.config.preprocess
+        height, width = pre.center_crop or (pre.resize.height, pre.resize.width)  # type: ignore[union-attr]
+        upsert = self.plpy.prepare(
+            """INSERT INTO imgembed.model_store AS m
+                   (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+               ON CONFLICT (name) DO UPDATE SET
+                   onnx = EXCLUDED.onnx, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes,
+                   dimensions = EXCLUDED.dimensions, input_name = EXCLUDED.input_name,
+                   input_layout = EXCLUDED.input_layout, input_height = EXCLUDED.input_height,
+                   input_width = EXCLUDED.input_width, config = EXCLUDED.config,
+                   loaded_at = now(), loaded_by = current_user""",
+            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text"],
+        )
+        self.plpy.execute(upsert, [
+            name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
+            model.geometry.layout, height, width, json.dumps(model.config.to_dict()),
+        ])
+        return list(self.plpy.execute(self.plpy.prepare("SELECT * FROM imgembed.models WHERE name = $1", ["text"]), [name]))
+
+    def set_default(self, name: str) -> None:
+        self.lookup(name)
+        # Two statements: the single-default unique index is checked row by row.
+        clear = self.plpy.prepare("UPDATE imgembed.model_store SET is_default = false WHERE is_default AND name <> $1", ["text"])
+        mark = self.plpy.prepare("UPDATE imgembed.model_store SET is_default = true WHERE name = $1", ["text"])
+        self.plpy.execute(clear, [name])
+        self.plpy.execute(mark, [name])
+
+    def drop(self, name: str) -> None:
+        self.lookup(name)
+        users = triggers_using(self.plpy, name)
+        if users:
+            raise ModelInUse(
+                f'model "{name}" is used by embedding triggers on {", ".join(users)}',
+                hint="Drop them first with imgembed.drop_embedding_trigger(table, vector_column).",
+            )
+        self.plpy.execute(self.plpy.prepare("DELETE FROM imgembed.model_store WHERE name = $1", ["text"]), [name])
+
+
+def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
+    """Every trigger running imgembed.embedding_trigger(), with its arguments decoded."""
+    rows = plpy.execute(
+        """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs
+             FROM pg_catalog.pg_trigger t
+            WHERE t.tgfoid = 'imgembed.embedding_trigger()'::pg_catalog.regprocedure
+            ORDER BY 1, 2"""
+    )
+    out = []
+    for row in rows:
+        args = bytes(row["tgargs"]).split(b"\0")[:-1]
+        image_column, vector_column, model, on_error = (a.decode() for a in args)
+        out.append(dict(table=row["tbl"], name=row["name"], image_column=image_column,
+                        vector_column=vector_column, model=model, on_error=on_error))
+    return out
+
+
+def triggers_using(plpy: Any, model: str) -> list[str]:
+    return sorted({t["table"] for t in embedding_triggers(plpy) if t["model"] == model})

@@ -1,0 +1,152 @@
+"""The boundary between PL/Python and the package: one object per backend, kept in ``GD``.
+
+Every SQL function body calls one method here. Each method refuses to run in parallel mode
+before touching SPI, and turns ``ImgEmbedError``s into ERRORs with SQLSTATE, detail and hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+from . import __version__
+from .embedding_model import EmbeddingModel
+from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch
+from .model_config import parse_config
+from .model_store import ModelStore, StoredModel
+from .server_hooks import ServerHooks
+from .session_cache import ModelKey, SessionCache
+from .settings import Settings, read_settings
+from .triggers import RowHandler
+from . import triggers
+from .vector_text import vector_to_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def start(plpy: Any, sql_version: str, runtime_dir: str) -> "Server":
+    """Called by each function's bootstrap once per backend; the result lives in ``GD``."""
+    if sql_version != __version__:
+        plpy.error(
+            f"pg_imgembed SQL version {sql_version} does not match its Python package version {__version__}",
+            hint=f"The runtime in {runtime_dir} is from another release: run `make install`, "
+            "then ALTER EXTENSION pg_imgembed UPDATE.",
+            sqlstate=RuntimeMismatch.sqlstate,
+        )
+    return Server(plpy, runtime_dir)
+
+
+def sql_function(method: F) -> F:
+    """Run in serial mode only, and report our errors as SQL errors a user can act on."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Server", *args: Any) -> Any:
+        try:
+            if self.hooks.in_parallel_mode():
+                raise ParallelModeError(
+                    f"pg_imgembed's {method.__name__}() cannot run inside a parallel query",
+                    hint="It is declared PARALLEL UNSAFE; a wrapper function declared PARALLEL SAFE "
+                    "around it must be PARALLEL UNSAFE too.",
+                )
+            return method(self, *args)
+        except ImgEmbedError as exc:
+            self.plpy.error(exc.message, detail=exc.detail, hint=exc.hint, sqlstate=exc.sqlstate)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Server:
+    def __init__(self, plpy: Any, runtime_dir: str) -> None:
+        self.plpy = plpy
+        self.runtime_dir = runtime_dir
+        self.hooks = ServerHooks()
+        self.cache = SessionCache()
+        self._store: ModelStore | None = None
+        self.rows = RowHandler(plpy, self._embed_text)
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:  # preparing plans is SPI: only after the parallel-mode check
+            self._store = ModelStore(self.plpy)
+        return self._store
+
+    def settings(self) -> Settings:
+        return read_settings(self.hooks.setting)
+
+    # ------------------------------------------------------------ embedding
+
+    @sql_function
+    def img_embedding(self, image: bytes, model: str | None) -> str:
+        return self._embed_text(image, model)
+
+    def _embed_text(self, image: bytes, model: str | None) -> str:
+        settings = self.settings()
+        stored = self.store.lookup(model)
+        embedder = self._session(stored, settings)
+        try:
+            vector = embedder.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
+        except ImageError as exc:
+            exc.detail = "; ".join(filter(None, [exc.detail, f'model "{stored.name}"']))
+            raise
+        return vector_to_text(vector)
+
+    def _session(self, stored: StoredModel, settings: Settings) -> EmbeddingModel:
+        def load() -> EmbeddingModel:
+            config = parse_config(json.loads(stored.config))
+            return EmbeddingModel(self.store.onnx_bytes(stored.sha256), config, threads=settings.threads)
+
+        key = ModelKey(stored.sha256, stored.config, settings.threads)
+        return self.cache.get(stored.name, key, load, settings.max_cached_models)
+
+    # ------------------------------------------------------------ models
+
+    @sql_function
+    def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None) -> list:
+        return self.store.load(name, onnx, config, replace, self.settings())
+
+    @sql_function
+    def set_default_model(self, name: str) -> None:
+        self.store.set_default(name)
+
+    @sql_function
+    def drop_model(self, name: str) -> None:
+        self.store.drop(name)
+
+    # ------------------------------------------------------------ triggers
+
+    @sql_function
+    def create_embedding_trigger(self, table: str | None, image_column: str | None, vector_column: str | None,
+                                 model: str | None, on_error: str | None) -> None:
+        bound = triggers.create(self.plpy, self.store, table, image_column, vector_column, model, on_error)
+        self.plpy.notice(f'embedding trigger on {table}: {vector_column} = embedding of {image_column} with model "{bound}"')
+
+    @sql_function
+    def drop_embedding_trigger(self, table: str, vector_column: str) -> None:
+        triggers.drop(self.plpy, table, vector_column)
+
+    @sql_function
+    def on_row(self, td: dict[str, Any]) -> str:
+        return self.rows.on_row(td)
+
+    # ------------------------------------------------------------ introspection
+
+    @sql_function
+    def runtime(self) -> str:
+        import numpy
+        import onnxruntime
+        import PIL
+
+        settings = self.settings()
+        return json.dumps({
+            "pg_imgembed": __version__,
+            "runtime_dir": self.runtime_dir,
+            "python": sys.version.split()[0],
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__,
+            "pillow": PIL.__version__,
+            "providers": onnxruntime.get_available_providers(),
+            "settings": {**settings.__dict__, "threads": settings.threads},
+            "cached_sessions": len(self.cache),
+        })

@@ -1,0 +1,46 @@
+"""Per-backend cache of ready ``EmbeddingModel``s (ONNX sessions), least recently used out first.
+
+Keyed by model identity: the sha256 of the ONNX bytes plus the stored config text and thread
+count. Every call looks the name up in the model table first, so a model replaced under the same
+name misses here and the stale session is dropped, in every session, at its next call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, NamedTuple
+
+from .embedding_model import EmbeddingModel
+
+
+class ModelKey(NamedTuple):
+    sha256: str
+    config: str
+    threads: int
+
+
+class SessionCache:
+    def __init__(self) -> None:
+        self._models: OrderedDict[ModelKey, EmbeddingModel] = OrderedDict()
+        self._by_name: dict[str, ModelKey] = {}
+
+    def get(self, name: str, key: ModelKey, load: Callable[[], EmbeddingModel], capacity: int) -> EmbeddingModel:
+        previous = self._by_name.get(name)
+        self._by_name[name] = key
+        if previous is not None and previous != key and previous not in self._by_name.values():
+            self._models.pop(previous, None)  # replaced under this name: free it now
+        model = self._models.get(key)
+        if model is None:
+            model = load()
+            self._models[key] = model
+        self._models.move_to_end(key)
+        while len(self._models) > capacity:
+            self._models.popitem(last=False)
+        return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def clear(self) -> None:
+        self._models.clear()
+        self._by_name.clear()

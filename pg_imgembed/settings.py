@@ -1,0 +1,68 @@
+"""Settings (``imgembed.*`` GUCs): names, defaults, validation. The one home of configuration.
+
+Values arrive as the raw strings PostgreSQL holds (``SET imgembed.max_image_pixels = ...``, or
+``ALTER DATABASE/ROLE ... SET``); an unset setting takes the default documented here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import InvalidSetting
+
+
+def default_threads() -> int:
+    """Half the cores, 1 to 4: a database host serves many backends at once."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_image_pixels: int = 100_000_000  # decompression-bomb guard: ~300 MB of RGB pixels
+    intra_op_threads: int = 0  # 0: default_threads()
+    force_exact_decode: bool = False  # ignore models' "fast" (JPEG DCT-scaled) decode mode
+    max_cached_models: int = 4  # ONNX sessions a backend keeps; least recently used go first
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or default_threads()
+
+
+SETTING_NAMES = {f"imgembed.{name}": name for name in Settings.__dataclass_fields__}
+
+
+def read_settings(get: Callable[[str], str | None]) -> Settings:
+    """Build ``Settings`` from a getter of raw GUC strings (``None`` or ``''`` when unset)."""
+    values: dict[str, object] = {}
+    for guc, field in SETTING_NAMES.items():
+        raw = get(guc)
+        if raw is None or raw.strip() == "":
+            continue
+        values[field] = _parse(guc, raw.strip(), type(getattr(Settings, field)))
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check_range("imgembed.max_image_pixels", settings.max_image_pixels, 1)
+    _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 256)
+    _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 1000)
+    return settings
+
+
+def _parse(guc: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        lowered = raw.lower()
+        if lowered in ("on", "true", "yes", "1"):
+            return True
+        if lowered in ("off", "false", "no", "0"):
+            return False
+        raise InvalidSetting(f"{guc} must be on or off, not {raw!r}")
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise InvalidSetting(f"{guc} must be an integer, not {raw!r}") from None
+
+
+def _check_range(guc: str, value: int, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidSetting(f"{guc} must be {bound}, not {value}")

@@ -1,0 +1,150 @@
+"""Embedding triggers: checks at creation, the DDL they run, and the per-row handler.
+
+Two BEFORE row triggers per vector column call ``imgembed.embedding_trigger(image_column,
+vector_column, model, on_error)``: one on INSERT, one on ``UPDATE OF image_column`` with
+``WHEN (OLD.img IS DISTINCT FROM NEW.img)``, so an UPDATE that leaves the image alone never
+reaches Python. The model is bound by name when the trigger is created (the default model at
+that moment if none is named), so changing the default later cannot change a column's vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable
+
+from .errors import ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger, DimensionMismatch
+from .model_store import ModelStore, embedding_triggers
+
+ON_ERROR = ("error", "null")
+
+
+def trigger_names(vector_column: str) -> tuple[str, str]:
+    """Names within PostgreSQL's 63-byte limit, distinct per vector column."""
+    names = []
+    for event in ("insert", "update"):
+        name = f"imgembed_{vector_column}_{event}"
+        if len(name.encode()) > 63:
+            digest = hashlib.sha256(vector_column.encode()).hexdigest()[:8]
+            name = f"imgembed_{vector_column.encode()[:36].decode(errors='ignore')}_{digest}_{event}"
+        names.append(name)
+    return names[0], names[1]
+
+
+def create(plpy: Any, store: ModelStore, table: str | None, image_column: str | None,
+           vector_column: str | None, model: str | None, on_error: str | None) -> str:
+    """Check everything, then (re)create both triggers. Returns the model name bound."""
+    if table is None or image_column is None or vector_column is None:
+        raise NullArgument("table, image_column and vector_column must not be NULL")
+    if on_error not in ON_ERROR:
+        raise InvalidConfig(f"on_error must be 'error' or 'null', not {on_error!r}")
+    if image_column == vector_column:
+        raise InvalidColumn(f'image and vector column are both "{image_column}"')
+    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+    image = _column(plpy, relid, table, image_column)
+    if image["type"] != "bytea":
+        raise InvalidColumn(
+            f'column "{image_column}" of table {table} has type {image["type"]}; the image column must be bytea'
+        )
+    vector = _column(plpy, relid, table, vector_column)
+    if vector["extname"] != "vector" or vector["typname"] not in ("vector", "halfvec"):
+        raise InvalidColumn(
+            f'column "{vector_column}" of table {table} has type {vector["type"]}; '
+            "the vector column must be pgvector's vector or halfvec"
+        )
+    stored = store.lookup(model)
+    if vector["typmod"] > 0 and vector["typmod"] != stored.dimensions:
+        raise DimensionMismatch(
+            f'column "{vector_column}" of table {table} is {vector["type"]} but model "{stored.name}" '
+            f"produces {stored.dimensions} dimensions",
+            hint=f"ALTER TABLE {table} ALTER COLUMN {plpy.quote_ident(vector_column)} TYPE "
+            f"{vector['typname']}({stored.dimensions}), or use a model with {vector['typmod']} dimensions.",
+        )
+    args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
+    insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
+    img = plpy.quote_ident(image_column)
+    for name in (insert_name, update_name):
+        plpy.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+    plpy.execute(
+        f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION imgembed.embedding_trigger({args})"
+    )
+    plpy.execute(
+        f"CREATE TRIGGER {update_name} BEFORE UPDATE OF {img} ON {table} FOR EACH ROW "
+        f"WHEN (OLD.{img} IS DISTINCT FROM NEW.{img}) EXECUTE FUNCTION imgembed.embedding_trigger({args})"
+    )
+    return stored.name
+
+
+def drop(plpy: Any, table: str, vector_column: str) -> None:
+    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+    found = plpy.execute(
+        plpy.prepare("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2)", ["oid", "text[]"]),
+        [relid, list(trigger_names(vector_column))],
+    )
+    if found.nrows() == 0:
+        raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
+    for row in found:
+        plpy.execute(f"DROP TRIGGER {plpy.quote_ident(row['tgname'])} ON {table}")
+
+
+def _column(plpy: Any, relid: int, table: str, column: str) -> dict[str, Any]:
+    rows = plpy.execute(
+        plpy.prepare(
+            """SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, t.typname::text AS typname,
+                      a.atttypmod AS typmod, e.extname::text AS extname
+                 FROM pg_catalog.pg_attribute a
+                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                 LEFT JOIN pg_catalog.pg_depend d
+                        ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid AND d.deptype = 'e'
+                 LEFT JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped""",
+            ["oid", "name"],
+        ),
+        [relid, column],
+    )
+    if rows.nrows() == 0:
+        raise UndefinedColumn(f'column "{column}" of table {table} does not exist')
+    return rows[0]
+
+
+class RowHandler:
+    """``on_row(TD)`` for imgembed.embedding_trigger(); ``embed(image, model)`` returns vector text."""
+
+    def __init__(self, plpy: Any, embed: Callable[[bytes, str], str]) -> None:
+        self.plpy = plpy
+        self.embed = embed
+        self._primary_keys: dict[str, list[str]] = {}
+
+    def on_row(self, td: dict[str, Any]) -> str:
+        image_column, vector_column, model, on_error = td["args"]
+        row = td["new"]
+        image = row[image_column]
+        if image is None:
+            row[vector_column] = None
+            return "MODIFY"
+        try:
+            row[vector_column] = self.embed(image, model)
+        except ImageError as exc:
+            if on_error != "null":
+                raise
+            row[vector_column] = None
+            self._record(td, model, exc)
+        return "MODIFY"
+
+    def _record(self, td: dict[str, Any], model: str, exc: ImageError) -> None:
+        table = f"{self.plpy.quote_ident(td['table_schema'])}.{self.plpy.quote_ident(td['table_name'])}"
+        key = {col: td["new"][col] for col in self._key_columns(td["relid"])} or None
+        record = self.plpy.prepare(
+            "SELECT imgembed.record_error($1, $2::jsonb, $3, $4, $5)", ["text", "text", "text", "text", "text"]
+        )
+        self.plpy.execute(record, [table, json.dumps(key, default=str) if key else None, model, exc.sqlstate, exc.message])
+
+    def _key_columns(self, relid: str) -> list[str]:
+        if relid not in self._primary_keys:
+            rows = self.plpy.execute(self.plpy.prepare(
+                """SELECT a.attname::text AS name FROM pg_catalog.pg_index i
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                    WHERE i.indrelid = $1::pg_catalog.oid AND i.indisprimary ORDER BY a.attnum""", ["text"]), [relid])
+            self._primary_keys[relid] = [r["name"] for r in rows]
+        return self._primary_keys[relid]

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Assemble the extension's install script from sql/*.sql.
+
+Replaces each ``#bootstrap`` line in PL/Python bodies with the preamble below, and fills in the
+version and the default runtime directory. The preamble runs once per backend: it reads
+``imgembed.runtime_dir`` without SPI (safe anywhere), puts the runtime's site-packages on
+``sys.path`` and keeps the package's ``Server`` in ``GD``.
+"""
+
+import argparse
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PARTS = ["schema.sql", "functions.sql"]
+
+PREAMBLE = '''\
+if "imgembed" not in GD:
+    import ctypes, site, sys
+    _get = ctypes.CDLL(None).GetConfigOption
+    _get.restype, _get.argtypes = ctypes.c_char_p, (ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool)
+    _root = (_get(b"imgembed.runtime_dir", True, False) or b"@RUNTIME_DIR@").decode()
+    site.addsitedir("%s/venv/lib/python%d.%d/site-packages" % ((_root,) + sys.version_info[:2]))
+    try:
+        from pg_imgembed import server
+    except ImportError as e:
+        plpy.error("pg_imgembed cannot import its Python runtime from %s: %s" % (_root, e),
+                   hint="Run make install, or SET imgembed.runtime_dir to where it installed the runtime.",
+                   sqlstate="58P01")
+    GD["imgembed"] = server.start(plpy, "@VERSION@", _root)'''
+
+
+def version() -> str:
+    text = (ROOT / "pg_imgembed" / "__init__.py").read_text()
+    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
+def build(runtime_dir: str) -> str:
+    header = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
+    body = "\n".join((ROOT / "sql" / part).read_text() for part in PARTS)
+    body = re.sub(r"^#bootstrap$", PREAMBLE, body, flags=re.M)
+    return header + body.replace("@VERSION@", version()).replace("@RUNTIME_DIR@", runtime_dir)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runtime-dir", default="/usr/local/lib/pg_imgembed")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--output", type=pathlib.Path)
+    args = parser.parse_args()
+    if args.version:
+        print(version())
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        new = build(args.runtime_dir)
+        if not args.output.exists() or args.output.read_text() != new:
+            args.output.write_text(new)

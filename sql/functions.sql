@@ -1,0 +1,131 @@
+-- Functions. PL/Python bodies are thin: "#bootstrap" is replaced at build time by the preamble
+-- that puts the runtime on sys.path once per session (scripts/build_sql.py), then each body calls
+-- one function of the pg_imgembed package.
+--
+-- Everything that reads the model table is PARALLEL UNSAFE: PL/Python's SPI inside a parallel
+-- query breaks the backend (the next call crashes the server), so such a query must stay serial.
+
+CREATE FUNCTION img_embedding(image bytea) RETURNS vector
+LANGUAGE plpython3u STABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].img_embedding(image, None)
+$python$;
+COMMENT ON FUNCTION img_embedding(bytea) IS
+    'Embedding of an image (JPEG, PNG, WebP, GIF, BMP, TIFF bytes) with the default model';
+
+CREATE FUNCTION img_embedding(image bytea, model text) RETURNS vector
+LANGUAGE plpython3u STABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].img_embedding(image, model)
+$python$;
+COMMENT ON FUNCTION img_embedding(bytea, text) IS 'Embedding of an image with the named model';
+
+CREATE FUNCTION vector_embedding(model text, image bytea) RETURNS vector
+LANGUAGE plpython3u STABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].img_embedding(image, model)
+$python$;
+COMMENT ON FUNCTION vector_embedding(text, bytea) IS
+    'Embedding of an image with the named model (argument order of Oracle''s VECTOR_EMBEDDING)';
+
+CREATE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
+                                    replace boolean DEFAULT false)
+RETURNS SETOF imgembed.models
+LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].load_model(name, onnx, config, replace)
+$python$;
+COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean) IS
+    'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config';
+
+CREATE FUNCTION imgembed.set_default_model(name text) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].set_default_model(name)
+$python$;
+COMMENT ON FUNCTION imgembed.set_default_model(text) IS 'Make a loaded model the one img_embedding(image) uses';
+
+CREATE FUNCTION imgembed.drop_model(name text) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].drop_model(name)
+$python$;
+COMMENT ON FUNCTION imgembed.drop_model(text) IS 'Remove a model; refused while an embedding trigger uses it';
+
+CREATE FUNCTION imgembed.embedding_trigger() RETURNS trigger
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].on_row(TD)
+$python$;
+COMMENT ON FUNCTION imgembed.embedding_trigger() IS
+    'Row trigger body installed by imgembed.create_embedding_trigger(); arguments: image column, vector column, model, on_error';
+
+CREATE FUNCTION imgembed.create_embedding_trigger(tbl regclass, image_column name, vector_column name,
+                                                  model text DEFAULT NULL, on_error text DEFAULT 'error')
+RETURNS void
+LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].create_embedding_trigger(tbl, image_column, vector_column, model, on_error)
+$python$;
+COMMENT ON FUNCTION imgembed.create_embedding_trigger(regclass, name, name, text, text) IS
+    'Keep vector_column = embedding of image_column on INSERT and on UPDATE of the image';
+
+CREATE FUNCTION imgembed.drop_embedding_trigger(tbl regclass, vector_column name) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].drop_embedding_trigger(tbl, vector_column)
+$python$;
+COMMENT ON FUNCTION imgembed.drop_embedding_trigger(regclass, name) IS
+    'Remove the triggers create_embedding_trigger() made for vector_column';
+
+-- Triggers run as the writing user, who need not be able to read imgembed.errors.
+CREATE FUNCTION imgembed.record_error(table_name text, row_key jsonb, model text, sqlstate text,
+                                      message text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO imgembed.errors (table_name, row_key, model, sqlstate, message)
+    VALUES (table_name, row_key, model, sqlstate, message)
+$$;
+COMMENT ON FUNCTION imgembed.record_error(text, jsonb, text, text, text) IS
+    'Append to imgembed.errors (used by embedding triggers with on_error => ''null'')';
+
+CREATE FUNCTION imgembed.version() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT '@VERSION@'::text $$;
+COMMENT ON FUNCTION imgembed.version() IS 'Version of the installed SQL';
+
+CREATE FUNCTION imgembed.runtime() RETURNS jsonb
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].runtime()
+$python$;
+COMMENT ON FUNCTION imgembed.runtime() IS
+    'Where the Python runtime lives and the versions of the packages it uses, with the settings in effect';
+
+-- Administration is for the database owner; grant EXECUTE (and write access on
+-- imgembed.model_store) to roles that should manage models.
+REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;

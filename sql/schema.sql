@@ -1,0 +1,58 @@
+-- Tables and views. Objects the user calls unqualified (img_embedding, vector_embedding) live in
+-- the extension's schema (public by default); everything else lives in schema imgembed.
+
+CREATE SCHEMA imgembed;
+COMMENT ON SCHEMA imgembed IS 'pg_imgembed: model store, admin functions, trigger machinery';
+GRANT USAGE ON SCHEMA imgembed TO PUBLIC;
+
+CREATE TABLE imgembed.model_store (
+    name         text PRIMARY KEY CHECK (name <> ''),
+    onnx         bytea NOT NULL,
+    sha256       text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    bytes        bigint NOT NULL CHECK (bytes = length(onnx)),
+    dimensions   integer NOT NULL CHECK (dimensions BETWEEN 1 AND 16000),
+    input_name   text NOT NULL,
+    input_layout text NOT NULL CHECK (input_layout IN ('NCHW', 'NHWC')),
+    input_height integer NOT NULL CHECK (input_height > 0),
+    input_width  integer NOT NULL CHECK (input_width > 0),
+    config       jsonb NOT NULL,
+    is_default   boolean NOT NULL DEFAULT false,
+    loaded_at    timestamptz NOT NULL DEFAULT now(),
+    loaded_by    name NOT NULL DEFAULT current_user
+);
+-- ONNX files are already dense: compressing them with pglz only costs time.
+ALTER TABLE imgembed.model_store ALTER COLUMN onnx SET STORAGE EXTERNAL;
+CREATE UNIQUE INDEX model_store_single_default ON imgembed.model_store ((true)) WHERE is_default;
+COMMENT ON TABLE imgembed.model_store IS
+    'ONNX models and their preprocessing; write through imgembed.load_model(), read through imgembed.models';
+-- img_embedding() runs as its caller and reads the model bytes from here.
+GRANT SELECT ON imgembed.model_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('imgembed.model_store', '');
+
+CREATE VIEW imgembed.models AS
+SELECT name,
+       dimensions,
+       format('%s %sx%sx%s', input_layout, 3, input_height, input_width) AS input,
+       config -> 'preprocess' AS preprocess,
+       config -> 'output' AS output,
+       bytes,
+       sha256,
+       loaded_at,
+       is_default
+  FROM imgembed.model_store;
+COMMENT ON VIEW imgembed.models IS 'Loaded models: dimensions, input geometry, preprocessing, size, sha256, default';
+GRANT SELECT ON imgembed.models TO PUBLIC;
+
+CREATE TABLE imgembed.errors (
+    id          bigserial PRIMARY KEY,
+    table_name  text NOT NULL,
+    row_key     jsonb,
+    model       text,
+    sqlstate    text NOT NULL,
+    message     text NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE imgembed.errors IS
+    'Images that triggers with on_error => ''null'' could not embed: the row got a NULL vector';
+SELECT pg_catalog.pg_extension_config_dump('imgembed.errors', '');
+SELECT pg_catalog.pg_extension_config_dump('imgembed.errors_id_seq', '');

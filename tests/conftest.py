@@ -1,0 +1,83 @@
+"""Fixtures: a real PostgreSQL with plpython3u, pgvector and pg_imgembed installed.
+
+The server comes from ``PG_IMGEMBED_TEST_DSN`` (or ``--dsn``) if given; else from testcontainers
+when a Docker engine answers (the image built from docker/Dockerfile); else from a throwaway local
+cluster made for the session and removed after it. Every test gets its own database, cloned from
+a template that already has the extension.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pg_imgembed.devcluster import LocalCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "imgembed_test_template"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--dsn", default=os.environ.get("PG_IMGEMBED_TEST_DSN"),
+                     help="server to test against (default: testcontainers, else a local throwaway cluster)")
+
+
+def _docker_engine() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    dsn = request.config.getoption("--dsn")
+    if dsn:
+        yield dsn
+    elif _docker_engine():
+        from testcontainers.core.image import DockerImage
+        from testcontainers.postgres import PostgresContainer
+
+        with DockerImage(path=str(ROOT), dockerfile_path="docker/Dockerfile", tag="pg_imgembed:test") as image:
+            with PostgresContainer(str(image), username="postgres", password="postgres", driver=None) as pg:
+                yield pg.get_connection_url()
+    else:
+        with LocalCluster() as cluster:  # under /tmp: pytest's own tmp dir is closed to postgres
+            yield cluster.dsn
+
+
+@pytest.fixture(scope="session")
+def template_dsn(server_dsn: str) -> str:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=TEMPLATE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
+    return dsn
+
+
+@pytest.fixture
+def dsn(server_dsn: str, template_dsn: str) -> Iterator[str]:
+    """A fresh database with the extension, dropped after the test."""
+    name = f"imgembed_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    yield psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
