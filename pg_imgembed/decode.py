@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from .errors import ImageTooLarge, UndecodableImage
 
@@ -58,14 +58,26 @@ def decode_image(
             hint="Downscale the image before storing it, or raise imgembed.max_image_pixels "
             "if images this large are expected.",
         )
-    if draft_size is not None and img.format == "JPEG":
-        img.draft("RGB", draft_size)
+    # MPO (multi-picture JPEG, as many cameras and phones write) is a JPEG too: same DCT scaling.
+    if draft_size is not None and img.format in ("JPEG", "MPO"):
+        img.draft("RGB", _stored_draft_size(img, draft_size))
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(img, background)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise _undecodable(data, f"{img.format} data is corrupt or truncated: {exc}") from exc
+
+
+def _stored_draft_size(img: Image.Image, draft_size: tuple[int, int]) -> tuple[int, int]:
+    """``draft_size`` is for the upright image, but the decoder scales the stored one: EXIF
+    orientations 5-8 transpose it, so swap the sides, or a non-square request could decode
+    below the requested size (e.g. a stored 1600x400 read as 800x200, upright 200x800, for 800x50)."""
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # unreadable EXIF: exif_transpose will fail on it or ignore it the same way
+        orientation = None
+    return (draft_size[1], draft_size[0]) if orientation in (5, 6, 7, 8) else draft_size
 
 
 def _open(data: bytes) -> Image.Image:

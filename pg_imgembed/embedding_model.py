@@ -94,7 +94,7 @@ def _guess_layout(name: str, shape: list) -> str:
     if shape[3] == 3:
         return "NHWC"
     raise InvalidModel(
-        f"cannot tell the layout of model input {name!r} with shape {shape}",
+        f"model input {name!r} has shape {shape}: neither axis 1 (NCHW) nor axis 3 (NHWC) has 3 (RGB) channels",
         hint='Set "layout": "NCHW" or "NHWC" in the preprocess config.',
     )
 

@@ -83,12 +83,13 @@ def parse_config(raw: Mapping[str, Any] | None) -> ModelConfig:
     if _is_hf_processor(raw):
         return parse_hf_processor(raw)
     _check_keys("config", raw, {"preprocess", "output", "source"})
-    pre = raw.get("preprocess") or {}
+    pre = _object("preprocess", raw.get("preprocess") or {})
     if _is_hf_processor(pre):
         preprocess = parse_hf_processor(pre).preprocess
     else:
         preprocess = _parse_preprocess(pre)
-    return ModelConfig(preprocess, _parse_output(raw.get("output") or {}), str(raw.get("source", "pg_imgembed")))
+    output = _parse_output(_object("output", raw.get("output") or {}))
+    return ModelConfig(preprocess, output, str(raw.get("source", "pg_imgembed")))
 
 
 _PREPROCESS_KEYS = {f for f in PreprocessConfig.__dataclass_fields__}
@@ -105,11 +106,11 @@ def _parse_preprocess(pre: Mapping[str, Any]) -> PreprocessConfig:
         crop_rounding=_choice("preprocess.crop_rounding", pre.get("crop_rounding", d.crop_rounding), ("floor", "round")),
         rescale=_parse_rescale(pre, d.rescale),
         mean=_triple("preprocess.mean", pre.get("mean"), float),
-        std=_nonzero(_triple("preprocess.std", pre.get("std"), float)),
+        std=_nonzero("preprocess.std", _triple("preprocess.std", pre.get("std"), float)),
         channel_order=_choice("preprocess.channel_order", str(pre.get("channel_order", "RGB")).upper(), ("RGB", "BGR")),
         layout=_choice("preprocess.layout", str(pre["layout"]).upper(), ("NCHW", "NHWC")) if pre.get("layout") else None,
         decode=_choice("preprocess.decode", pre.get("decode", d.decode), ("exact", "fast")),
-        background=_triple("preprocess.background", pre.get("background"), int),
+        background=_colour("preprocess.background", pre.get("background")),
     )
 
 
@@ -162,11 +163,11 @@ def _is_hf_processor(raw: Mapping[str, Any]) -> bool:
 
 
 def hf_processor_type(raw: Mapping[str, Any]) -> str:
-    name = str(raw.get("image_processor_type") or raw.get("feature_extractor_type"))
-    name = name.removesuffix("Fast").replace("FeatureExtractor", "ImageProcessor")
+    given = str(raw.get("image_processor_type") or raw.get("feature_extractor_type"))
+    name = given.removesuffix("Fast").replace("FeatureExtractor", "ImageProcessor")
     if name not in _HF_TYPES:
         raise InvalidConfig(
-            f"unsupported image processor type {name!r}",
+            f"unsupported image processor type {given!r}",  # as the config spells it
             hint="Supported Hugging Face image processors: " + ", ".join(_HF_TYPES)
             + ". Other models can use pg_imgembed's own preprocess config.",
         )
@@ -178,7 +179,8 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
     kind = hf_processor_type(raw)
     defaults = {
         "ViTImageProcessor": dict(size={"height": 224, "width": 224}, resample=2, mean=(0.5,) * 3, std=(0.5,) * 3),
-        "ConvNextImageProcessor": dict(size={"shortest_edge": 384}, resample=2, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        # ConvNeXt's processor defaults to IMAGENET_STANDARD (0.5), not the ImageNet statistics.
+        "ConvNextImageProcessor": dict(size={"shortest_edge": 384}, resample=2, mean=(0.5,) * 3, std=(0.5,) * 3),
         "CLIPImageProcessor": dict(size={"shortest_edge": 224}, resample=3, mean=CLIP_MEAN, std=CLIP_STD, crop=224),
         "BitImageProcessor": dict(size={"shortest_edge": 224}, resample=3, mean=CLIP_MEAN, std=CLIP_STD, crop=224),
     }[kind]
@@ -207,9 +209,11 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
             resample=resample_name,
             center_crop=crop,
             crop_rounding="floor",
-            rescale=float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else None,
+            rescale=_positive_float(f"{kind}.rescale_factor", raw.get("rescale_factor", 1 / 255))
+            if raw.get("do_rescale", True) else None,
             mean=_triple(f"{kind}.image_mean", raw.get("image_mean", defaults["mean"]), float) if do_normalize else None,
-            std=_nonzero(_triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float)) if do_normalize else None,
+            std=_nonzero(f"{kind}.image_std", _triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float))
+            if do_normalize else None,
             layout="NCHW",
         ),
         OutputConfig(),
@@ -223,8 +227,8 @@ def _convnext_resize(size: Any, crop_pct: Any) -> tuple[Resize, tuple[int, int] 
     edge = _positive_int("ConvNextImageProcessor.size.shortest_edge", size["shortest_edge"])
     if edge >= 384:  # ConvNeXt warps large inputs without cropping
         return Resize(height=edge, width=edge), None
-    pct = float(crop_pct if crop_pct is not None else 224 / 256)
-    if not 0 < pct <= 1:
+    pct = _positive_float("ConvNextImageProcessor.crop_pct", crop_pct if crop_pct is not None else 224 / 256)
+    if pct > 1:
         raise InvalidConfig(f"ConvNextImageProcessor: crop_pct must be in (0, 1], not {crop_pct!r}")
     return Resize(shortest_edge=int(edge / pct)), (edge, edge)
 
@@ -241,8 +245,16 @@ def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
         )
 
 
+def _object(what: str, value: Any) -> Mapping[str, Any]:
+    # Without this, a list/number here fails with TypeError (or an odd "unknown key") instead.
+    if not isinstance(value, Mapping):
+        raise InvalidConfig(f"{what} must be a JSON object, not {value!r}")
+    return value
+
+
 def _choice(what: str, value: Any, allowed: Any) -> str:
-    if value not in allowed:
+    # isinstance first: an unhashable value (a list) would raise TypeError on ``in`` a dict.
+    if not isinstance(value, str) or value not in allowed:
         raise InvalidConfig(f"{what} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return str(value)
 
@@ -271,7 +283,21 @@ def _triple(what: str, value: Any, kind: type) -> Any:
     return tuple(kind(v) for v in value)
 
 
-def _nonzero(std: tuple[float, ...] | None) -> tuple[float, ...] | None:
+def _colour(what: str, value: Any) -> tuple[int, int, int] | None:
+    # 0-255 integers only: int() would silently truncate 0.5 and PIL would clip 300 to 255.
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value] * 3  # one grey level, as _triple accepts for mean/std
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value
+    ):
+        raise InvalidConfig(f"{what} must be a list of 3 integers 0-255 (R, G, B), not {value!r}")
+    return (value[0], value[1], value[2])
+
+
+def _nonzero(what: str, std: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    # ``what`` names the key as spelt in the config (preprocess.std or <Processor>.image_std).
     if std is not None and any(v == 0 for v in std):
-        raise InvalidConfig(f"preprocess.std must not contain 0, got {list(std)}")
+        raise InvalidConfig(f"{what} must not contain 0, got {list(std)}")
     return std

@@ -52,9 +52,25 @@ def sql_function(method: F) -> F:
                 )
             return method(self, *args)
         except ImgEmbedError as exc:
-            self.plpy.error(exc.message, detail=exc.detail, hint=exc.hint, sqlstate=exc.sqlstate)
+            raise self.sql_error(exc) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def sql_error_factory(plpy: Any) -> Callable[[ImgEmbedError], Exception]:
+    """Exceptions PL/Python reports as ``pg_imgembed: <message>`` with our SQLSTATE/detail/hint.
+
+    PL/Python prefixes a message with the exception's ``module.Class`` (``plpy.Error: ...``),
+    except for builtins; it takes sqlstate/detail/hint from any ``plpy.Error`` subclass.
+    """
+    error_class = type("pg_imgembed", (plpy.Error,), {"__module__": "builtins"})
+
+    def make(exc: ImgEmbedError) -> Exception:
+        error = error_class(exc.message)
+        error.sqlstate, error.detail, error.hint = exc.sqlstate, exc.detail, exc.hint
+        return error
+
+    return make
 
 
 class Server:
@@ -65,6 +81,7 @@ class Server:
         self.cache = SessionCache()
         self._store: ModelStore | None = None
         self.rows = RowHandler(plpy, self._embed_text)
+        self.sql_error = sql_error_factory(plpy)
 
     @property
     def store(self) -> ModelStore:

@@ -80,7 +80,13 @@ class CenterCrop:
         return img.crop((left, top, left + self.width, top + self.height))
 
     def _offset(self, margin: int) -> int:
-        return int(round(margin / 2.0)) if self.rounding == "round" else margin // 2
+        if self.rounding != "round":
+            return margin // 2
+        if margin < 0:
+            # torchvision pads an image smaller than the crop by floor(-margin / 2) at the
+            # top/left, then crops at 0; round(-1.5) == -2 would shift it one pixel too far.
+            return -(-margin // 2)
+        return int(round(margin / 2.0))
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def create(plpy: Any, store: ModelStore, table: str | None, image_column: str | 
     stored = store.lookup(model)
     if vector["typmod"] > 0 and vector["typmod"] != stored.dimensions:
         raise DimensionMismatch(
-            f'column "{vector_column}" of table {table} is {vector["type"]} but model "{stored.name}" '
+            f'column "{vector_column}" of table {table} is {vector["typname"]}({vector["typmod"]}) but model "{stored.name}" '
             f"produces {stored.dimensions} dimensions",
             hint=f"ALTER TABLE {table} ALTER COLUMN {plpy.quote_ident(vector_column)} TYPE "
             f"{vector['typname']}({stored.dimensions}), or use a model with {vector['typmod']} dimensions.",

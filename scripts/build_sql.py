@@ -24,9 +24,9 @@ if "imgembed" not in GD:
     try:
         from pg_imgembed import server
     except ImportError as e:
-        plpy.error("pg_imgembed cannot import its Python runtime from %s: %s" % (_root, e),
-                   hint="Run make install, or SET imgembed.runtime_dir to where it installed the runtime.",
-                   sqlstate="58P01")
+        raise type("pg_imgembed", (plpy.Error,), {"__module__": "builtins", "sqlstate": "58P01",
+                   "hint": "Run make install, or SET imgembed.runtime_dir to where it installed the runtime."})(
+                   "cannot import the Python runtime from %s: %s" % (_root, e))
     GD["imgembed"] = server.start(plpy, "@VERSION@", _root)'''
 
 
