@@ -21,6 +21,10 @@ Image.MAX_IMAGE_PIXELS = None
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
+# Only these decoders run: Pillow knows many more (EPS would start Ghostscript), and each one is
+# attack surface inside a database server. MPO is the multi-picture JPEG phones write.
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
 
 def sniff_format(data: bytes) -> str:
     """A short name for what the bytes look like, for error messages."""
@@ -72,7 +76,8 @@ def decode_image(
 def _stored_draft_size(img: Image.Image, draft_size: tuple[int, int]) -> tuple[int, int]:
     """``draft_size`` is for the upright image, but the decoder scales the stored one: EXIF
     orientations 5-8 transpose it, so swap the sides, or a non-square request could decode
-    below the requested size (e.g. a stored 1600x400 read as 800x200, upright 200x800, for 800x50)."""
+    below the requested size (a stored 1600x400 asked for 300x50 upright would decode at 1/4,
+    400x100, i.e. 100x400 upright)."""
     try:
         orientation = img.getexif().get(ExifTags.Base.Orientation)
     except Exception:  # unreadable EXIF: exif_transpose will fail on it or ignore it the same way
@@ -84,8 +89,11 @@ def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=FORMATS)
     except Exception as exc:  # Pillow raises several types for unknown data
+        sniffed = sniff_format(data)
+        if sniffed in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP"):
+            raise _undecodable(data, f"{sniffed} header is corrupt or truncated") from exc
         raise _undecodable(data, "not a recognised image format") from exc
 
 

@@ -212,8 +212,9 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
             rescale=_positive_float(f"{kind}.rescale_factor", raw.get("rescale_factor", 1 / 255))
             if raw.get("do_rescale", True) else None,
             mean=_triple(f"{kind}.image_mean", raw.get("image_mean", defaults["mean"]), float) if do_normalize else None,
-            std=_nonzero(f"{kind}.image_std", _triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float))
-            if do_normalize else None,
+            std=_nonzero(
+                f"{kind}.image_std", _triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float)
+            ) if do_normalize else None,
             layout="NCHW",
         ),
         OutputConfig(),

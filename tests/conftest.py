@@ -66,13 +66,23 @@ def template_dsn(server_dsn: str) -> str:
     return dsn
 
 
-@pytest.fixture
-def dsn(server_dsn: str, template_dsn: str) -> Iterator[str]:
-    """A fresh database with the extension, dropped after the test."""
+def force_parallel_options(server_version_num: int) -> str:
+    """Settings that make the planner use parallel plans wherever a query allows one."""
+    force = "debug_parallel_query" if server_version_num >= 160000 else "force_parallel_mode"
+    return (f"-c {force}=on -c parallel_setup_cost=0 -c parallel_tuple_cost=0 "
+            "-c min_parallel_table_scan_size=0 -c max_parallel_workers_per_gather=2")
+
+
+@pytest.fixture(params=["serial", "forced_parallel"])
+def dsn(request: pytest.FixtureRequest, server_dsn: str, template_dsn: str) -> Iterator[str]:
+    """A fresh database with the extension, dropped after the test. Every test runs twice:
+    as is, and with parallel query forced (the extension must never do SPI in parallel mode)."""
     name = f"imgembed_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
-    yield psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
+        version = int(admin.execute("SHOW server_version_num").fetchone()[0])
+    extra = {"options": force_parallel_options(version)} if request.param == "forced_parallel" else {}
+    yield psycopg.conninfo.make_conninfo(server_dsn, dbname=name, **extra)
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
