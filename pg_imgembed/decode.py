@@ -22,8 +22,8 @@ Image.MAX_IMAGE_PIXELS = None
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 # Only these decoders run: Pillow knows many more (EPS would start Ghostscript), and each one is
-# attack surface inside a database server. MPO is the multi-picture JPEG phones write.
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# attack surface inside a database server. (JPEG also opens MPO, the multi-picture JPEG of phones.)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def sniff_format(data: bytes) -> str:
