@@ -1,0 +1,73 @@
+"""The extension's catalog contract: names, volatility, strictness, pinned search_path, comments."""
+
+import pytest
+
+EXTENSION_FUNCTIONS = """
+    SELECT p.oid::regprocedure::text AS signature, p.provolatile, p.proisstrict, p.proparallel,
+           p.proconfig, obj_description(p.oid, 'pg_proc') AS comment, p.prosecdef
+      FROM pg_proc p
+      JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+      JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_imgembed'
+"""
+
+EXPECTED = {
+    # signature: (volatility, strict)
+    "img_embedding(bytea)": ("s", True),
+    "img_embedding(bytea,text)": ("s", True),
+    "vector_embedding(text,bytea)": ("s", True),
+    "imgembed.load_model(text,bytea,jsonb,boolean)": ("v", False),
+    "imgembed.set_default_model(text)": ("v", True),
+    "imgembed.drop_model(text)": ("v", True),
+    "imgembed.create_embedding_trigger(regclass,name,name,text,text)": ("v", False),
+    "imgembed.drop_embedding_trigger(regclass,name)": ("v", True),
+    "imgembed.embedding_trigger()": ("v", False),
+    "imgembed.record_error(text,jsonb,text,text,text)": ("v", False),
+    "imgembed.version()": ("i", False),
+    "imgembed.runtime()": ("v", False),
+}
+
+
+@pytest.fixture
+def functions(conn):
+    return {row[0]: row[1:] for row in conn.execute(EXTENSION_FUNCTIONS)}
+
+
+def test_the_function_set(functions):
+    assert set(functions) == set(EXPECTED)
+
+
+def test_volatility_and_strictness(functions):
+    assert {sig: (f[0], f[1]) for sig, f in functions.items()} == EXPECTED
+
+
+def test_every_function_pins_search_path_and_has_a_comment(functions):
+    for sig, (_, _, _, config, comment, _) in functions.items():
+        assert config == ["search_path=pg_catalog, pg_temp"], sig
+        assert comment, sig
+
+
+def test_only_record_error_is_security_definer(functions):
+    assert [sig for sig, f in functions.items() if f[5]] == ["imgembed.record_error(text,jsonb,text,text,text)"]
+
+
+def test_public_names_live_in_public_internals_in_imgembed(conn):
+    rows = dict(conn.execute("""
+        SELECT p.proname::text, n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.proname IN ('img_embedding', 'vector_embedding', 'load_model', 'embedding_trigger')""").fetchall())
+    assert rows == {"img_embedding": "public", "vector_embedding": "public",
+                    "load_model": "imgembed", "embedding_trigger": "imgembed"}
+
+
+def test_versions_match(conn):
+    import pg_imgembed
+
+    sql_version, ext_version, runtime = conn.execute(
+        "SELECT imgembed.version(), extversion, imgembed.runtime()->>'pg_imgembed' FROM pg_extension WHERE extname = 'pg_imgembed'"
+    ).fetchone()
+    assert sql_version == ext_version == runtime == pg_imgembed.__version__
+
+
+def test_drop_extension_removes_everything(conn):
+    conn.execute("DROP EXTENSION pg_imgembed")
+    assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'imgembed'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'img_embedding'").fetchone()[0] == 0

@@ -1,0 +1,97 @@
+"""Installation: idempotent `make install`, an overridable runtime location, the Docker image's
+recipe (no Docker engine here to build it, so what can be checked without building is)."""
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
+local_server = pytest.mark.skipif(
+    os.environ.get("PG_IMGEMBED_TEST_DSN") is not None or not RUNTIME_DIR.is_dir(),
+    reason="needs the server on this machine, installed by make install",
+)
+
+
+def pg_config() -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_config"), key=lambda p: int(p.parent.parent.name))
+    return str(found[-1])
+
+
+def installed_files() -> dict[str, tuple[str, int]]:
+    sharedir = subprocess.run([pg_config(), "--sharedir"], capture_output=True, text=True, check=True).stdout.strip()
+    paths = list(Path(sharedir, "extension").glob("pg_imgembed*"))
+    paths += [p for p in (RUNTIME_DIR / "venv").rglob("*") if p.is_file()]
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
+
+
+@local_server
+@pytest.mark.skipif(os.geteuid() != 0, reason="make install needs root")
+def test_make_install_twice_changes_nothing():
+    run = lambda: subprocess.run(["make", "-C", str(ROOT), "install", f"RUNTIME_DIR={RUNTIME_DIR}"],
+                                 capture_output=True, text=True, check=True).stdout
+    run()
+    before = installed_files()
+    output = run()
+    assert installed_files() == before
+    assert "apt-get install" not in output and "installing runtime packages" not in output
+    assert any(path.endswith("pg_imgembed.control") for path in before)
+
+
+@local_server
+def test_runtime_location_is_a_setting(dsn, tmp_path):
+    """imgembed.runtime_dir points the server at a runtime installed elsewhere."""
+    alternative = Path("/tmp") / f"imgembed-runtime-{os.getpid()}"
+    site = next((RUNTIME_DIR / "venv" / "lib").glob("python3.*/site-packages"))
+    target = alternative / "venv" / "lib" / site.parent.name
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        (target / "site-packages").symlink_to(site)
+        with psycopg.connect(dsn, options=f"-c imgembed.runtime_dir={alternative}") as conn:
+            (where,) = conn.execute("SELECT imgembed.runtime()->>'runtime_dir'").fetchone()
+        assert where == str(alternative)
+    finally:
+        subprocess.run(["rm", "-rf", str(alternative)], check=True)
+
+
+# ---------------------------------------------------------------- Docker image recipe
+
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_copies_only_files_that_exist():
+    copies = [shlex.split(args) for op, args in dockerfile_instructions() if op == "COPY"]
+    assert copies
+    for *sources, _dest in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), source
+
+
+def test_dockerfile_installs_with_make_install_on_postgres_17():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("FROM", "postgres:17-bookworm")
+    runs = " ".join(args for op, args in instructions if op == "RUN")
+    assert "make install" in runs
+
+
+def test_dockerfile_copies_everything_make_install_reads():
+    copied = " ".join(args for op, args in dockerfile_instructions() if op == "COPY")
+    for needed in ("Makefile", "extension.mk", "pg_imgembed.control", "requirements-runtime.txt",
+                   "scripts/install-deps.sh", "scripts/build_sql.py", "sql/", "pg_imgembed/"):
+        assert needed in copied, needed
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "make test" in (ROOT / "README.md").read_text().split("\n## ")[0]
