@@ -80,6 +80,10 @@ class Server:
         self.hooks = ServerHooks()
         self.cache = SessionCache()
         self._store: ModelStore | None = None
+        # The last (model, image) -> vector text: `ORDER BY e <=> img_embedding(q)` without an
+        # index evaluates the STABLE call once per row, always with the same query image.
+        self._last: tuple[tuple[ModelKey, Settings], bytes, str] | None = None
+        self.images_embedded = 0
         self.rows = RowHandler(plpy, self._embed_text)
         self.sql_error = sql_error_factory(plpy)
 
@@ -101,13 +105,19 @@ class Server:
     def _embed_text(self, image: bytes, model: str | None) -> str:
         settings = self.settings()
         stored = self.store.lookup(model)
+        key = ModelKey(stored.sha256, stored.config, settings.threads)
+        if self._last is not None and self._last[0] == (key, settings) and self._last[1] == image:
+            return self._last[2]
         embedder = self._session(stored, settings)
         try:
             vector = embedder.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
         except ImageError as exc:
             exc.detail = "; ".join(filter(None, [exc.detail, f'model "{stored.name}"']))
             raise
-        return vector_to_text(vector)
+        text = vector_to_text(vector)
+        self._last = ((key, settings), image, text)
+        self.images_embedded += 1
+        return text
 
     def _session(self, stored: StoredModel, settings: Settings) -> EmbeddingModel:
         def load() -> EmbeddingModel:
@@ -166,4 +176,5 @@ class Server:
             "providers": onnxruntime.get_available_providers(),
             "settings": {**settings.__dict__, "threads": settings.threads},
             "cached_sessions": len(self.cache),
+            "images_embedded": self.images_embedded,
         })

@@ -39,11 +39,25 @@ def _docker_engine() -> bool:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
-    dsn = request.config.getoption("--dsn")
-    if dsn:
-        yield dsn
-    elif _docker_engine():
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """given (a DSN), container (testcontainers) or local (a cluster on this machine)."""
+    if request.config.getoption("--dsn"):
+        return "given"
+    return "container" if _docker_engine() else "local"
+
+
+@pytest.fixture
+def local_server(server_kind: str) -> None:
+    """For tests that use this machine's files or client binaries against the server."""
+    if server_kind != "local":
+        pytest.skip("needs a server on this machine (not a given DSN or a container)")
+
+
+@pytest.fixture(scope="session")
+def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str]:
+    if server_kind == "given":
+        yield request.config.getoption("--dsn")
+    elif server_kind == "container":
         from testcontainers.core.image import DockerImage
         from testcontainers.postgres import PostgresContainer
 

@@ -24,7 +24,7 @@ def restored_dsn(server_dsn):
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def test_dump_and_restore_a_database_with_a_model(conn, dsn, restored_dsn, tmp_path):
+def test_dump_and_restore_a_database_with_a_model(local_server, conn, dsn, restored_dsn, tmp_path):
     load_tiny(conn)
     conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
     conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', on_error => 'null')")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tests import images, onnx_models
-from tests.helpers import TINY_CONFIG, embed, expected_tiny, load_model, load_tiny, vector
+from tests.helpers import TINY_CONFIG, embed, expected_tiny, load_model, load_tiny, sql_error, vector
 
 
 def test_default_model_embedding_equals_numpy_reference(conn):
@@ -78,3 +78,20 @@ def test_nhwc_model_matches_nchw_model(conn):
     np.testing.assert_allclose(embed(conn, data, "nchw"), embed(conn, data, "nhwc"), atol=1e-6)
     (layout,) = conn.execute("SELECT input FROM imgembed.models WHERE name = 'nhwc'").fetchone()
     assert layout == "NHWC 3x16x16"
+
+
+def test_query_image_repeated_per_row_is_embedded_once(conn):
+    """Without an index, `ORDER BY e <=> img_embedding(q)` calls the function once per row."""
+    load_tiny(conn)
+    conn.execute("CREATE TABLE items (id int, e vector(4))")
+    conn.execute("INSERT INTO items SELECT g, img_embedding(%s) FROM generate_series(1, 50) g", (images.png(),))
+    counted = "SELECT (imgembed.runtime()->>'images_embedded')::int"
+    (before,) = conn.execute(counted).fetchone()
+    query = images.png(images.photo_like(seed=9))
+    (n,) = conn.execute("SELECT count(*) FROM (SELECT id FROM items ORDER BY e <=> img_embedding(%s)) s",
+                        (query,)).fetchone()
+    assert n == 50
+    assert conn.execute(counted).fetchone()[0] == before + 1
+    # A setting change is part of the memo's key: the lowered limit applies at once.
+    conn.execute("SET imgembed.max_image_pixels = 1")
+    assert sql_error(conn, "SELECT img_embedding(%s)", (query,)).sqlstate == "54000"
