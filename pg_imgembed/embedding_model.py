@@ -15,6 +15,7 @@ from PIL import Image
 from .decode import decode_image
 from .errors import InferenceFailed, InvalidConfig, InvalidModel
 from .model_config import ModelConfig, Resize
+from .pipeline_spec import built_config, outside_config, read_spec
 from .transforms import (
     CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge,
     ReverseChannels, ToFloatArray, compose,
@@ -22,7 +23,8 @@ from .transforms import (
 
 MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+           "tensor(uint8)": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def read_input_geometry(session, layout_hint: str | None) -> InputGeometry:
         )
     (inp,) = inputs
     if inp.type not in _DTYPES:
-        raise InvalidModel(f"model input {inp.name!r} has type {inp.type}; expected a float tensor")
+        raise InvalidModel(f"model input {inp.name!r} has type {inp.type}; expected a float or uint8 tensor")
     shape = list(inp.shape)
     if len(shape) != 4:
         raise InvalidModel(
@@ -130,7 +132,15 @@ def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
     return replace(config, preprocess=replace(pre, layout=geometry.layout))
 
 
-def build_transforms(config: ModelConfig) -> Compose:
+@dataclass(frozen=True)
+class ToUint8Array:
+    """Pipeline models take the pixels as they are; the graph does the arithmetic."""
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img, dtype=np.uint8)
+
+
+def build_transforms(config: ModelConfig, dtype: type = np.float32) -> Compose:
     pre = config.preprocess
     steps: list = []
     resize = pre.resize
@@ -140,6 +150,11 @@ def build_transforms(config: ModelConfig) -> Compose:
         steps.append(ResizeExact(resize.height, resize.width, pre.resample))  # type: ignore[arg-type]
     if pre.center_crop is not None:
         steps.append(CenterCrop(pre.center_crop[0], pre.center_crop[1], pre.crop_rounding))
+    if dtype is np.uint8:
+        if pre.rescale is not None or pre.mean is not None or pre.std is not None or pre.channel_order != "RGB":
+            raise InvalidConfig("a model with uint8 input takes raw RGB pixels: rescale, mean, std and BGR do not apply")
+        steps.append(ToUint8Array())
+        return compose(steps + ([ChannelsFirst()] if pre.layout == "NCHW" else []))
     steps.append(ToFloatArray())
     if pre.rescale is not None:
         steps.append(Rescale(pre.rescale))
@@ -157,10 +172,18 @@ class EmbeddingModel:
 
     def __init__(self, onnx_bytes: bytes, config: ModelConfig, *, threads: int = 1):
         self.session = make_session(onnx_bytes, threads)
+        self.pipeline_spec = read_spec(self.session)
+        if self.pipeline_spec is not None:  # a pipeline model carries its own config
+            config = outside_config(self.pipeline_spec)
         self.geometry = read_input_geometry(self.session, config.preprocess.layout)
         self.config = resolve_config(config, self.geometry)
-        self.transform = build_transforms(self.config)
+        self.transform = build_transforms(self.config, self.geometry.dtype)
         self.output_name = self._pick_output(self.config.output.name)
+
+    @property
+    def full_config(self) -> ModelConfig:
+        """Everything that determines the embedding, in or outside the graph."""
+        return built_config(self.pipeline_spec) if self.pipeline_spec is not None else self.config
 
     def _pick_output(self, wanted: str | None) -> str:
         names = [o.name for o in self.session.get_outputs()]
@@ -207,8 +230,8 @@ class EmbeddingModel:
     def embed(self, data: bytes, *, max_pixels: int, exact: bool = False) -> np.ndarray:
         return self.run([self.preprocess(self.decode(data, max_pixels=max_pixels, exact=exact))])[0]
 
-    def probe(self) -> int:
-        """Embed a synthetic photo-sized image; return the output dimensions (validates the model)."""
+    def probe(self) -> np.ndarray:
+        """Embed a synthetic photo-sized image (validates the model); returns its vector."""
         rng = np.random.default_rng(7)
         gradient = np.linspace(0, 255, 480 * 640 * 3).reshape(480, 640, 3)
         pixels = np.clip(gradient + rng.normal(0, 20, gradient.shape), 0, 255).astype(np.uint8)
@@ -218,7 +241,7 @@ class EmbeddingModel:
             raise InvalidModel(
                 f"the model's output has {vector.size} dimensions; pgvector's vector holds at most {MAX_DIMENSIONS}"
             )
-        return int(vector.size)
+        return vector
 
 
 def pool(raw: np.ndarray, pooling: str, layout: str) -> np.ndarray:

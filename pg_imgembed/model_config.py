@@ -180,7 +180,9 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
     defaults = {
         "ViTImageProcessor": dict(size={"height": 224, "width": 224}, resample=2, mean=(0.5,) * 3, std=(0.5,) * 3),
         # ConvNeXt's processor defaults to IMAGENET_STANDARD (0.5), not the ImageNet statistics.
-        "ConvNextImageProcessor": dict(size={"shortest_edge": 384}, resample=2, mean=(0.5,) * 3, std=(0.5,) * 3),
+        # Bicubic (3), the default of transformers 5 (PR #42934: the original ConvNeXt's) and of
+        # fastembed; transformers 4.x defaulted to bilinear, so configs that omit resample differed.
+        "ConvNextImageProcessor": dict(size={"shortest_edge": 384}, resample=3, mean=(0.5,) * 3, std=(0.5,) * 3),
         "CLIPImageProcessor": dict(size={"shortest_edge": 224}, resample=3, mean=CLIP_MEAN, std=CLIP_STD, crop=224),
         "BitImageProcessor": dict(size={"shortest_edge": 224}, resample=3, mean=CLIP_MEAN, std=CLIP_STD, crop=224),
     }[kind]

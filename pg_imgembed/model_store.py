@@ -10,9 +10,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .embedding_model import EmbeddingModel
-from .errors import DuplicateModel, DimensionMismatch, ModelInUse, NoDefaultModel, NullArgument, UnknownModel
-from .model_config import parse_config
+from .errors import (DimensionMismatch, DuplicateModel, ImgEmbedError, InvalidConfig, InvalidModel, ModelInUse, NoDefaultModel,
+                     NullArgument, UnknownModel)
+from .model_config import ModelConfig, parse_config
 from .settings import Settings
 
 _COLUMNS = "name, sha256, dimensions, config::text AS config"
@@ -68,9 +71,9 @@ class ModelStore:
             raise NullArgument("model name must not be NULL or empty")
         if onnx is None:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
-        config = parse_config(json.loads(config_json) if config_json is not None else None)
-        model = EmbeddingModel(onnx, config, threads=settings.threads)
-        dimensions = model.probe()
+        config = parse_config(json.loads(config_json)) if config_json is not None else None
+        onnx, model = prepare_pipeline(onnx, config, settings.threads)
+        dimensions = model.probe().size
         existing = self.plpy.execute(self._by_name, [name])
         if existing.nrows() and not replace:
             raise DuplicateModel(
@@ -85,8 +88,8 @@ class ModelStore:
                     f"{dimensions} dimensions, but embedding triggers on {', '.join(users)} use it",
                     hint="Drop those triggers (imgembed.drop_embedding_trigger) or load the model under a new name.",
                 )
-        pre = model.config.preprocess
-        height, width = pre.center_crop or (pre.resize.height, pre.resize.width)  # type: ignore[union-attr]
+        shown = model.full_config
+        height, width = model.geometry.height, model.geometry.width
         upsert = self.plpy.prepare(
             """INSERT INTO imgembed.model_store AS m
                    (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config)
@@ -101,7 +104,7 @@ class ModelStore:
         )
         self.plpy.execute(upsert, [
             name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
-            model.geometry.layout, height, width, json.dumps(model.config.to_dict()),
+            shown.preprocess.layout, height, width, json.dumps(shown.to_dict()),
         ])
         return list(self.plpy.execute(self.plpy.prepare("SELECT * FROM imgembed.models WHERE name = $1", ["text"]), [name]))
 
@@ -122,6 +125,36 @@ class ModelStore:
                 hint="Drop them first with imgembed.drop_embedding_trigger(table, vector_column).",
             )
         self.plpy.execute(self.plpy.prepare("DELETE FROM imgembed.model_store WHERE name = $1", ["text"]), [name])
+
+
+def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel]:
+    """The bytes to store and a ready model: a pipeline model as given (so an exported file comes
+    back with the same sha256), or a plain model built into one, checked against itself."""
+    given = EmbeddingModel(onnx, config or ModelConfig(), threads=threads)
+    if given.pipeline_spec is not None:
+        if config is not None:
+            raise InvalidConfig(
+                "this is a pipeline model: its preprocessing is inside the file",
+                hint="Load it with config NULL, or rebuild it from the plain model to change the preprocessing.",
+            )
+        return onnx, given
+    from .pipeline import build_pipeline  # needs the onnx package, only for building
+
+    try:
+        pipeline = build_pipeline(onnx, config or ModelConfig())
+    except ImgEmbedError:
+        raise
+    except Exception as exc:  # onnx's checker and compose raise plain exceptions
+        raise InvalidModel(f"cannot build a pipeline model from this model: {str(exc).splitlines()[0]}") from exc
+    built = EmbeddingModel(pipeline, ModelConfig(), threads=threads)
+    expected, got = given.probe(), built.probe()
+    cosine = float(np.dot(expected, got) / (np.linalg.norm(expected) * np.linalg.norm(got) or 1.0))
+    if expected.shape != got.shape or cosine < 0.99999:
+        raise InvalidModel(
+            f"the pipeline built from this model disagrees with it on the probe image (cosine {cosine:.6f})",
+            hint="Report this with the model: the in-graph preprocessing should match the reference exactly.",
+        )
+    return pipeline, built
 
 
 def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:

@@ -21,8 +21,11 @@ def test_models_view_describes_the_model(conn):
         "SELECT name, dimensions, input, preprocess, output, bytes, sha256, loaded_at <= now(), is_default FROM imgembed.models"
     ).fetchone()
     name, dims, geometry, preprocess, output, size, sha, loaded, default = row
+    (stored,) = conn.execute("SELECT onnx FROM imgembed.model_store").fetchone()
+    # The table holds the pipeline model built around the plain one.
     assert (name, dims, geometry, size, sha, loaded, default) == (
-        "tiny", 4, "NCHW 3x16x16", len(onnx), hashlib.sha256(onnx).hexdigest(), True, True)
+        "tiny", 4, "NCHW 3x16x16", len(stored), hashlib.sha256(stored).hexdigest(), True, True)
+    assert len(stored) > len(onnx)
     # The stored config is the resolved one: what runs is what is shown.
     assert preprocess["resize"] == {"height": 16, "width": 16}
     assert preprocess["mean"] == TINY_CONFIG["preprocess"]["mean"]
