@@ -17,6 +17,7 @@ from .errors import (DimensionMismatch, DuplicateModel, ImgEmbedError, InvalidCo
                      NullArgument, UnknownModel)
 from .model_config import ModelConfig, parse_config
 from .settings import Settings
+from .templates import UnknownTemplate, expand_template
 
 _COLUMNS = "name, sha256, dimensions, config::text AS config"
 
@@ -71,7 +72,7 @@ class ModelStore:
             raise NullArgument("model name must not be NULL or empty")
         if onnx is None:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
-        config = parse_config(json.loads(config_json)) if config_json is not None else None
+        config = read_config(config_json)
         onnx, model = prepare_pipeline(onnx, config, settings.threads)
         dimensions = model.probe().size
         existing = self.plpy.execute(self._by_name, [name])
@@ -125,6 +126,16 @@ class ModelStore:
                 hint="Drop them first with imgembed.drop_embedding_trigger(table, vector_column).",
             )
         self.plpy.execute(self.plpy.prepare("DELETE FROM imgembed.model_store WHERE name = $1", ["text"]), [name])
+
+
+def read_config(config_json: str | None) -> ModelConfig | None:
+    """A config as given to load_model: our spelling, a Hugging Face processor config, or a template."""
+    if config_json is None:
+        return None
+    try:
+        return parse_config(expand_template(json.loads(config_json)))
+    except UnknownTemplate as exc:
+        raise InvalidConfig(str(exc)) from None
 
 
 def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel]:

@@ -8,10 +8,15 @@ version and the default runtime directory. The preamble runs once per backend: i
 """
 
 import argparse
+import json
 import pathlib
 import re
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from pg_imgembed.catalog import CATALOG  # noqa: E402  (pure data modules: no heavy imports)
+from pg_imgembed.templates import TEMPLATES  # noqa: E402
 PARTS = ["schema.sql", "functions.sql"]
 
 PREAMBLE = '''\
@@ -35,10 +40,35 @@ def version() -> str:
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 
 
+def literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def data_views() -> str:
+    """imgembed.templates and imgembed.catalog, from the package's own lists."""
+    templates = ",\n  ".join(
+        f"({literal(t.name)}, {literal(t.description)}, {literal(json.dumps(t.config))}::jsonb)" for t in TEMPLATES.values())
+    catalog = ",\n  ".join(
+        "(" + ", ".join(literal(v) for v in (m.model_id, m.template, m.dimensions, m.license, m.onnx_file, m.output, m.notes)) + ")"
+        for m in CATALOG)
+    return (f"CREATE VIEW imgembed.templates AS SELECT * FROM (VALUES\n  {templates}\n) t(name, description, config);\n"
+            "COMMENT ON VIEW imgembed.templates IS 'Preprocessing templates: load_model(..., config => ''{\"template\": \"clip\"}'')';\n"
+            "GRANT SELECT ON imgembed.templates TO PUBLIC;\n"
+            f"CREATE VIEW imgembed.catalog AS SELECT * FROM (VALUES\n  {catalog}\n) "
+            "c(model_id, template, dimensions, license, onnx_file, output, notes);\n"
+            "COMMENT ON VIEW imgembed.catalog IS 'Known models: pg-imgembed models load NAME --catalog MODEL_ID';\n"
+            "GRANT SELECT ON imgembed.catalog TO PUBLIC;\n")
+
+
 def build(runtime_dir: str) -> str:
     header = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
     body = "\n".join((ROOT / "sql" / part).read_text() for part in PARTS)
     body = re.sub(r"^#bootstrap$", PREAMBLE, body, flags=re.M)
+    body = body.replace("-- @data_views@", data_views())
     return header + body.replace("@VERSION@", version()).replace("@RUNTIME_DIR@", runtime_dir)
 
 

@@ -56,3 +56,6 @@ COMMENT ON TABLE imgembed.errors IS
     'Images that triggers with on_error => ''null'' could not embed: the row got a NULL vector';
 SELECT pg_catalog.pg_extension_config_dump('imgembed.errors', '');
 SELECT pg_catalog.pg_extension_config_dump('imgembed.errors_id_seq', '');
+
+-- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and catalog.py:
+-- @data_views@
