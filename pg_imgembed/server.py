@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable, TypeVar
 
 from . import __version__
+from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch
 from .model_config import parse_config
@@ -118,6 +119,19 @@ class Server:
         self._last = ((key, settings), image, text)
         self.images_embedded += 1
         return text
+
+    @sql_function
+    def embed_batch(self, model: str | None, images: list[bytes | None]) -> list[str | None]:
+        settings = self.settings()
+        stored = self.store.lookup(model)
+        embedder = self._session(stored, settings)
+        try:
+            vectors = embed_many(embedder, images, settings)
+        except ImageError as exc:
+            exc.detail = "; ".join(filter(None, [exc.detail, f'model "{stored.name}"']))
+            raise
+        self.images_embedded += sum(v is not None for v in vectors)
+        return [vector_to_text(v) if v is not None else None for v in vectors]
 
     def _session(self, stored: StoredModel, settings: Settings) -> EmbeddingModel:
         def load() -> EmbeddingModel:

@@ -129,3 +129,13 @@ COMMENT ON FUNCTION imgembed.runtime() IS
 REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;
+
+CREATE FUNCTION imgembed.embed_batch(model text, images bytea[]) RETURNS vector[]
+LANGUAGE plpython3u STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return None if images is None else GD["imgembed"].embed_batch(model, images)
+$python$;
+COMMENT ON FUNCTION imgembed.embed_batch(text, bytea[]) IS
+    'Embeddings of many images with one model session (NULL model: the default); NULL elements give NULL';

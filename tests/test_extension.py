@@ -15,6 +15,7 @@ EXPECTED = {
     "img_embedding(bytea)": ("s", True),
     "img_embedding(bytea,text)": ("s", True),
     "vector_embedding(text,bytea)": ("s", True),
+    "imgembed.embed_batch(text,bytea[])": ("s", False),
     "imgembed.load_model(text,bytea,jsonb,boolean)": ("v", False),
     "imgembed.set_default_model(text)": ("v", True),
     "imgembed.drop_model(text)": ("v", True),

@@ -1,0 +1,67 @@
+"""Embedding many images with one session: decoding overlapped with inference.
+
+Pillow releases the GIL while it decodes and resizes, so a small thread pool prepares the next
+images while onnxruntime runs on the current ones. Threads only touch Python and Pillow, never
+the server's API.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from .embedding_model import EmbeddingModel
+from .errors import ImageError
+from .settings import Settings
+
+RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small in memory
+
+
+def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings) -> list[np.ndarray | None]:
+    """One vector per image, None where the image is None. A bad image raises its ImageError
+    with the 1-based array position in the detail."""
+
+    def prepare(position: int) -> np.ndarray | None:
+        data = images[position]
+        if data is None:
+            return None
+        try:
+            img = model.decode(data, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
+            return model.preprocess(img)
+        except ImageError as exc:
+            exc.detail = "; ".join(filter(None, [exc.detail, f"array element {position + 1}"]))
+            raise
+
+    out: list[np.ndarray | None] = [None] * len(images)
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            for (position, _), vector in zip(pending, model.run([t for _, t in pending])):
+                out[position] = vector
+            pending.clear()
+
+    workers = max(1, min(settings.threads, 4))
+    window = workers + RUN_BATCH  # decoded tensors in flight: bounded memory for any array size
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgembed-decode") as pool:
+        in_flight: deque[tuple[int, Future[np.ndarray | None]]] = deque()
+
+        def take_oldest() -> None:
+            position, future = in_flight.popleft()
+            tensor = future.result()  # re-raises the image's error, in array order
+            if tensor is not None:
+                pending.append((position, tensor))
+            if len(pending) >= RUN_BATCH:
+                flush()
+
+        for position in range(len(images)):
+            in_flight.append((position, pool.submit(prepare, position)))
+            if len(in_flight) > window:
+                take_oldest()
+        while in_flight:
+            take_oldest()
+        flush()
+    return out
