@@ -104,9 +104,7 @@ def _guess_layout(name: str, shape: list) -> str:
 def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
     """Fill in what the model's fixed input shape determines; reject contradictions."""
     pre = config.preprocess
-    final = pre.center_crop or (
-        (pre.resize.height, pre.resize.width) if pre.resize and pre.resize.shortest_edge is None else None
-    )
+    final = pre.center_crop or (pre.resize.exact if pre.resize else None)
     fixed = (geometry.height, geometry.width)
     if pre.resize is None:
         if None in fixed:
@@ -146,8 +144,8 @@ def build_transforms(config: ModelConfig, dtype: type = np.float32) -> Compose:
     resize = pre.resize
     if resize is not None and resize.shortest_edge is not None:
         steps.append(ResizeShortestEdge(resize.shortest_edge, pre.resample))
-    elif resize is not None:
-        steps.append(ResizeExact(resize.height, resize.width, pre.resample))  # type: ignore[arg-type]
+    elif resize is not None and resize.exact is not None:
+        steps.append(ResizeExact(resize.exact[0], resize.exact[1], pre.resample))
     if pre.center_crop is not None:
         steps.append(CenterCrop(pre.center_crop[0], pre.center_crop[1], pre.crop_rounding))
     if dtype is np.uint8:
@@ -197,7 +195,7 @@ class EmbeddingModel:
     def draft_size(self) -> tuple[int, int] | None:
         """Smallest decode size that still feeds the resize, for JPEG DCT scaling."""
         resize = self.config.preprocess.resize
-        if self.config.preprocess.decode != "fast" or resize is None:
+        if self.config.preprocess.decode != "fast" or resize is None or resize.native:
             return None
         if resize.shortest_edge is not None:
             return (resize.shortest_edge, resize.shortest_edge)

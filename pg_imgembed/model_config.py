@@ -25,11 +25,20 @@ _PIL_RESAMPLE_CODES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 
 
 @dataclass(frozen=True)
 class Resize:
-    """Either ``shortest_edge`` or both ``height`` and ``width`` (exact size)."""
+    """Either ``shortest_edge`` or both ``height`` and ``width`` (exact size); none of them:
+    keep the native size (spelled ``"resize": "none"``, HF's ``do_resize: false``)."""
 
     shortest_edge: int | None = None
     height: int | None = None
     width: int | None = None
+
+    @property
+    def native(self) -> bool:
+        return self.shortest_edge is None and self.height is None
+
+    @property
+    def exact(self) -> tuple[int, int] | None:
+        return (self.height, self.width) if self.height is not None and self.width is not None else None
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ class ModelConfig:
         data = asdict(self)
         resize = data["preprocess"]["resize"]
         if resize is not None:
-            data["preprocess"]["resize"] = {k: v for k, v in resize.items() if v is not None}
+            data["preprocess"]["resize"] = {k: v for k, v in resize.items() if v is not None} or "none"
         crop = data["preprocess"]["center_crop"]
         if crop is not None:
             data["preprocess"]["center_crop"] = {"height": crop[0], "width": crop[1]}
@@ -134,6 +143,8 @@ def _parse_output(out: Mapping[str, Any]) -> OutputConfig:
 
 
 def _parse_resize(value: Any) -> Resize:
+    if value == "none":
+        return Resize()
     if isinstance(value, Mapping) and set(value) == {"shortest_edge"}:
         return Resize(shortest_edge=_positive_int("preprocess.resize.shortest_edge", value["shortest_edge"]))
     height, width = _parse_size("preprocess.resize", value)
@@ -194,7 +205,7 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
     size = raw.get("size", defaults["size"])
     if isinstance(size, int):  # old configs: ViT meant a square, the others the shortest edge
         size = {"height": size, "width": size} if kind == "ViTImageProcessor" else {"shortest_edge": size}
-    resize: Resize | None = None
+    resize = Resize()  # do_resize false: the image keeps its size (and is only cropped)
     crop: tuple[int, int] | None = None
     if raw.get("do_resize", True):
         if kind == "ConvNextImageProcessor":

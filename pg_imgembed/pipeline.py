@@ -45,7 +45,7 @@ def build_pipeline(plain_onnx: bytes, config: ModelConfig) -> bytes:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
         raise InvalidModel(f"model uses ONNX opset {opset}; pipeline models need opset {_MIN_OPSET} or newer")
-    height, width = resolved.preprocess.center_crop or (resolved.preprocess.resize.height, resolved.preprocess.resize.width)  # type: ignore[union-attr]
+    height, width = resolved.preprocess.center_crop or resolved.preprocess.resize.exact  # type: ignore[union-attr,misc]
 
     pre = _wrap_graph(_pre_nodes(resolved.preprocess, geometry), "pre",
                       [(INPUT_NAME, onnx.TensorProto.UINT8, ["N", height, width, 3])],

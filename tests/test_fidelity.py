@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -244,8 +243,6 @@ def test_hf_own_rgba_conversion_equals_our_white_background(processor_name):
     assert float(np.abs(ours(config, size, data) - expected).max()) > 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="resolve_config turns a missing resize into an exact resize to "
-                   "the model's input size, so HF's do_resize=false (centre crop at native size) warps first")
 def test_hf_do_resize_false_crops_without_resizing():
     cls, config, size = HF_CONFIGS["clip"]
     config = {**config, "do_resize": False}

@@ -310,13 +310,13 @@ def test_unknown_processor_type_is_named_as_written(type_key, name):
 
 def test_do_resize_false_drops_the_resize_but_keeps_the_crop():
     pre = parse_config({**CLIP, "do_resize": False}).preprocess
-    assert pre.resize is None
+    assert pre.resize is not None and pre.resize.native  # keep the native size: no resize at all
     assert pre.center_crop == (224, 224)
 
 
 def test_convnext_do_resize_false_drops_resize_and_crop():
     pre = parse_config({**CONVNEXT, "do_resize": False}).preprocess
-    assert pre.resize is None and pre.center_crop is None
+    assert pre.resize is not None and pre.resize.native and pre.center_crop is None
 
 
 def test_do_center_crop_false_drops_the_crop():
@@ -418,3 +418,9 @@ def test_with_preprocess_replaces_only_the_named_fields():
     assert changed.preprocess.layout == "NHWC"
     assert changed.preprocess.resize == cfg.preprocess.resize
     assert cfg.preprocess.layout == "NCHW"  # the original is untouched
+
+
+def test_native_size_round_trips_as_none():
+    config = parse_config({"preprocess": {"resize": "none", "center_crop": 224}})
+    assert config.to_dict()["preprocess"]["resize"] == "none"
+    assert parse_config(config.to_dict()) == config
