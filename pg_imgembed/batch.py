@@ -20,9 +20,11 @@ from .settings import Settings
 RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small in memory
 
 
-def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings) -> list[np.ndarray | None]:
+def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings,
+               failures: list[tuple[int, ImageError]] | None = None) -> list[np.ndarray | None]:
     """One vector per image, None where the image is None. A bad image raises its ImageError
-    with the 1-based array position in the detail."""
+    with the 1-based array position in the detail, or, if ``failures`` is given, gets None and
+    its (position, error) is appended there."""
 
     def prepare(position: int) -> np.ndarray | None:
         data = images[position]
@@ -32,6 +34,9 @@ def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: 
             img = model.decode(data, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
             return model.preprocess(img)
         except ImageError as exc:
+            if failures is not None:
+                failures.append((position, exc))
+                return None
             exc.detail = "; ".join(filter(None, [exc.detail, f"array element {position + 1}"]))
             raise
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable, TypeVar
 
 from . import __version__
+from .backfill import backfill
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch
@@ -140,6 +141,13 @@ class Server:
 
         key = ModelKey(stored.sha256, stored.config, settings.threads)
         return self.cache.get(stored.name, key, load, settings.max_cached_models)
+
+    @sql_function
+    def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
+                 batch_size: int | None, on_error: str | None) -> None:
+        settings = self.settings()
+        backfill(self.plpy, self.store, settings, lambda stored: self._session(stored, settings),
+                 table, image_column, vector_column, model, batch_size, on_error)
 
     # ------------------------------------------------------------ models
 

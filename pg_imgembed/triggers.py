@@ -14,7 +14,7 @@ import json
 from typing import Any, Callable
 
 from .errors import ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger, DimensionMismatch
-from .model_store import ModelStore, embedding_triggers
+from .model_store import ModelStore, StoredModel
 
 ON_ERROR = ("error", "null")
 
@@ -31,9 +31,10 @@ def trigger_names(vector_column: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def create(plpy: Any, store: ModelStore, table: str | None, image_column: str | None,
-           vector_column: str | None, model: str | None, on_error: str | None) -> str:
-    """Check everything, then (re)create both triggers. Returns the model name bound."""
+def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: str | None,
+                 vector_column: str | None, model: str | None, on_error: str | None) -> StoredModel:
+    """The checks shared by triggers and backfill: columns exist with the right types, the model
+    exists and its dimensions fit the vector column, on_error is known. Returns the model."""
     if table is None or image_column is None or vector_column is None:
         raise NullArgument("table, image_column and vector_column must not be NULL")
     if on_error not in ON_ERROR:
@@ -60,6 +61,13 @@ def create(plpy: Any, store: ModelStore, table: str | None, image_column: str | 
             hint=f"ALTER TABLE {table} ALTER COLUMN {plpy.quote_ident(vector_column)} TYPE "
             f"{vector['typname']}({stored.dimensions}), or use a model with {vector['typmod']} dimensions.",
         )
+    return stored
+
+
+def create(plpy: Any, store: ModelStore, table: str, image_column: str,
+           vector_column: str, model: str | None, on_error: str) -> str:
+    """Check everything, then (re)create both triggers. Returns the model name bound."""
+    stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
     args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
@@ -134,17 +142,22 @@ class RowHandler:
 
     def _record(self, td: dict[str, Any], model: str, exc: ImageError) -> None:
         table = f"{self.plpy.quote_ident(td['table_schema'])}.{self.plpy.quote_ident(td['table_name'])}"
-        key = {col: td["new"][col] for col in self._key_columns(td["relid"])} or None
-        record = self.plpy.prepare(
-            "SELECT imgembed.record_error($1, $2::jsonb, $3, $4, $5)", ["text", "text", "text", "text", "text"]
-        )
-        self.plpy.execute(record, [table, json.dumps(key, default=str) if key else None, model, exc.sqlstate, exc.message])
+        if td["relid"] not in self._primary_keys:
+            self._primary_keys[td["relid"]] = primary_key(self.plpy, td["relid"])
+        key = {col: td["new"][col] for col in self._primary_keys[td["relid"]]} or None
+        record_failure(self.plpy, table, json.dumps(key, default=str) if key else None, model, exc)
 
-    def _key_columns(self, relid: str) -> list[str]:
-        if relid not in self._primary_keys:
-            rows = self.plpy.execute(self.plpy.prepare(
-                """SELECT a.attname::text AS name FROM pg_catalog.pg_index i
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                    WHERE i.indrelid = $1::pg_catalog.oid AND i.indisprimary ORDER BY a.attnum""", ["text"]), [relid])
-            self._primary_keys[relid] = [r["name"] for r in rows]
-        return self._primary_keys[relid]
+
+def primary_key(plpy: Any, relid: str | int) -> list[str]:
+    rows = plpy.execute(plpy.prepare(
+        """SELECT a.attname::text AS name FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum OPERATOR(pg_catalog.=) ANY(i.indkey)
+            WHERE i.indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND i.indisprimary ORDER BY a.attnum""", ["text"]),
+        [str(relid)])
+    return [r["name"] for r in rows]
+
+
+def record_failure(plpy: Any, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
+    """Append to imgembed.errors (through a SECURITY DEFINER function: writers need not read it)."""
+    record = plpy.prepare("SELECT imgembed.record_error($1, $2::jsonb, $3, $4, $5)", ["text", "text", "text", "text", "text"])
+    plpy.execute(record, [table, row_key, model, exc.sqlstate, exc.message])

@@ -139,3 +139,15 @@ return None if images is None else GD["imgembed"].embed_batch(model, images)
 $python$;
 COMMENT ON FUNCTION imgembed.embed_batch(text, bytea[]) IS
     'Embeddings of many images with one model session (NULL model: the default); NULL elements give NULL';
+
+-- A procedure that commits cannot carry SET search_path: every name inside is schema-qualified.
+CREATE PROCEDURE imgembed.backfill(tbl regclass, image_column name, vector_column name,
+                                   model text DEFAULT NULL, batch_size integer DEFAULT 32,
+                                   on_error text DEFAULT 'error')
+LANGUAGE plpython3u
+AS $python$
+#bootstrap
+GD["imgembed"].backfill(tbl, image_column, vector_column, model, batch_size, on_error)
+$python$;
+COMMENT ON PROCEDURE imgembed.backfill(regclass, name, name, text, integer, text) IS
+    'Embed rows whose vector is NULL in committed batches (FOR UPDATE SKIP LOCKED); re-run to continue';
