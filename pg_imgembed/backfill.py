@@ -1,4 +1,4 @@
-"""Backfill: embed the rows whose vector is NULL, in committed batches.
+"""Backfill: embed the rows whose vector is NULL or stale, in committed batches.
 
 Each batch claims rows with ``FOR UPDATE SKIP LOCKED``, so concurrent backfills share the work
 and writers are never blocked for long. Each batch commits, so an interrupted run loses at most
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import lineage
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig
@@ -52,6 +53,13 @@ def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable
         "WHERE t.ctid OPERATOR(pg_catalog.=) u.id", ["text[]", "text[]"])
 
     embedder = session(stored)
+    # Vectors made by a replaced model are rewritten first (this also fills NULL ones).
+    lineage.record(plpy, table, vector_column, stored, done=False)
+    plpy.commit()
+    rows_in_table = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {table}")[0]["n"]
+    lineage.reembed_stale(plpy, settings, embedder, stored, table, image_column, vector_column, vector_type,
+                          batch_size, on_error,
+                          lambda n, elapsed: plpy.notice(progress(f"{table} (stale vectors)", n, rows_in_table, elapsed)))
     failed: list[str] = []  # ctids left NULL under on_error => 'null'
     done, started, last_notice = 0, time.monotonic(), 0.0
     while True:

@@ -22,7 +22,7 @@ from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
 from .settings import Settings, read_settings
 from .triggers import RowHandler
-from . import triggers
+from . import lineage, triggers
 from .vector_text import vector_to_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,6 +169,7 @@ class Server:
     def create_embedding_trigger(self, table: str | None, image_column: str | None, vector_column: str | None,
                                  model: str | None, on_error: str | None) -> None:
         bound = triggers.create(self.plpy, self.store, table, image_column, vector_column, model, on_error)
+        lineage.record(self.plpy, table, vector_column, self.store.lookup(bound), done=False)
         self.plpy.notice(f'embedding trigger on {table}: {vector_column} = embedding of {image_column} with model "{bound}"')
 
     @sql_function

@@ -59,3 +59,27 @@ SELECT pg_catalog.pg_extension_config_dump('imgembed.errors_id_seq', '');
 
 -- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and catalog.py:
 -- @data_views@
+
+-- Which model (by sha256) produced the vectors of each column that triggers or backfill keep.
+-- A model replaced under the same name makes the column stale until backfill re-embeds it;
+-- a re-embedding in progress records the sha256 it moves to and the last primary key it did.
+CREATE TABLE imgembed.lineage (
+    tbl            regclass NOT NULL,
+    vector_column  name NOT NULL,
+    model          text NOT NULL,
+    sha256         text NOT NULL,
+    target_sha256  text,
+    resume_after   jsonb,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tbl, vector_column)
+);
+COMMENT ON TABLE imgembed.lineage IS 'Model sha256 behind each embedded column; see imgembed.vector_lineage';
+GRANT SELECT, INSERT, UPDATE ON imgembed.lineage TO PUBLIC;  -- written by triggers'/backfill's callers
+SELECT pg_catalog.pg_extension_config_dump('imgembed.lineage', '');
+
+CREATE VIEW imgembed.vector_lineage AS
+SELECT l.tbl, l.vector_column, l.model, l.sha256 AS produced_by, m.sha256 AS current_sha256,
+       m.sha256 IS DISTINCT FROM l.sha256 AS stale, l.target_sha256 IS NOT NULL AS reembedding, l.updated_at
+  FROM imgembed.lineage l LEFT JOIN imgembed.model_store m ON m.name = l.model;
+COMMENT ON VIEW imgembed.vector_lineage IS 'Per embedded column: the model that made its vectors and whether they are stale';
+GRANT SELECT ON imgembed.vector_lineage TO PUBLIC;

@@ -137,7 +137,7 @@ def test_model_table_is_dumped_with_the_database(conn):
         "SELECT array_agg(c::regclass::text ORDER BY c::regclass::text) FROM pg_extension, unnest(extconfig) c "
         "WHERE extname = 'pg_imgembed'"
     ).fetchone()
-    assert config == ["imgembed.errors", "imgembed.errors_id_seq", "imgembed.model_store"]
+    assert config == ["imgembed.errors", "imgembed.errors_id_seq", "imgembed.lineage", "imgembed.model_store"]
 
 
 def test_ordinary_users_embed_but_cannot_manage_models(conn, dsn):
