@@ -7,6 +7,7 @@ layout) is read from the model's input shape, and the resolved config is what ge
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ class InputGeometry:
     batch: int | None  # fixed batch size, or None when dynamic
 
 
-def make_session(onnx_bytes: bytes, threads: int):
+def make_session(source: bytes | Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -49,10 +50,12 @@ def make_session(onnx_bytes: bytes, threads: int):
     # Idle worker threads must not spin: other backends need those cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        model = str(source) if isinstance(source, Path) else source
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind types
+        size = source.stat().st_size if isinstance(source, Path) else len(source)
         raise InvalidModel(
-            f"onnxruntime cannot load the model ({len(onnx_bytes)} bytes): {_first_line(exc)}",
+            f"onnxruntime cannot load the model ({size} bytes): {_first_line(exc)}",
             hint="Check that the bytes are an ONNX file (not a PyTorch .pt or TensorFlow file) "
             "with an IR version and opset this onnxruntime supports.",
         ) from exc
@@ -168,8 +171,8 @@ def build_transforms(config: ModelConfig, dtype: type = np.float32) -> Compose:
 class EmbeddingModel:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
 
-    def __init__(self, onnx_bytes: bytes, config: ModelConfig, *, threads: int = 1):
-        self.session = make_session(onnx_bytes, threads)
+    def __init__(self, source: bytes | Path, config: ModelConfig, *, threads: int = 1):
+        self.session = make_session(source, threads)
         self.pipeline_spec = read_spec(self.session)
         if self.pipeline_spec is not None:  # a pipeline model carries its own config
             config = outside_config(self.pipeline_spec)

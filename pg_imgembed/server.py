@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import __version__
 from .backfill import backfill
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch
+from .errors import ImageError, ImgEmbedError, InvalidModel, ParallelModeError, RuntimeMismatch
 from .model_config import parse_config
+from .model_files import ModelFiles
 from .model_store import ModelStore, StoredModel
 from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
@@ -137,10 +140,28 @@ class Server:
     def _session(self, stored: StoredModel, settings: Settings) -> EmbeddingModel:
         def load() -> EmbeddingModel:
             config = parse_config(json.loads(stored.config))
+            files = self.model_files(settings)
+            path = files.get(stored.sha256, lambda: self.store.onnx_bytes(stored.sha256)) if files else None
+            if path is not None:
+                try:
+                    return EmbeddingModel(path, config, threads=settings.threads)
+                except InvalidModel:  # a damaged cache file: drop it, use the table's bytes
+                    files.discard(stored.sha256)  # type: ignore[union-attr]
             return EmbeddingModel(self.store.onnx_bytes(stored.sha256), config, threads=settings.threads)
 
         key = ModelKey(stored.sha256, stored.config, settings.threads)
         return self.cache.get(stored.name, key, load, settings.max_cached_models)
+
+    def model_files(self, settings: Settings) -> ModelFiles | None:
+        if settings.model_cache == "off":
+            return None
+        root = settings.model_cache or os.path.join(self.hooks.setting("data_directory") or "", "pg_imgembed_models")
+        return ModelFiles(Path(root)) if os.path.isabs(root) else None
+
+    def _prune_model_files(self) -> None:
+        files = self.model_files(self.settings())
+        if files is not None:
+            files.prune(r["sha256"] for r in self.plpy.execute("SELECT sha256 FROM imgembed.model_store"))
 
     @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
@@ -153,7 +174,9 @@ class Server:
 
     @sql_function
     def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None) -> list:
-        return self.store.load(name, onnx, config, replace, self.settings())
+        row = self.store.load(name, onnx, config, replace, self.settings())
+        self._prune_model_files()  # a replaced model's file
+        return row
 
     @sql_function
     def set_default_model(self, name: str) -> None:
@@ -162,6 +185,7 @@ class Server:
     @sql_function
     def drop_model(self, name: str) -> None:
         self.store.drop(name)
+        self._prune_model_files()
 
     # ------------------------------------------------------------ triggers
 

@@ -24,6 +24,7 @@ class Settings:
     intra_op_threads: int = 0  # 0: default_threads()
     force_exact_decode: bool = False  # ignore models' "fast" (JPEG DCT-scaled) decode mode
     max_cached_models: int = 4  # ONNX sessions a backend keeps; least recently used go first
+    model_cache: str = ""  # directory of the per-server model file cache; "" = <data_directory>/pg_imgembed_models, "off"
 
     @property
     def threads(self) -> int:
@@ -49,6 +50,8 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
 
 
 def _parse(guc: str, raw: str, kind: type) -> object:
+    if kind is str:
+        return raw
     if kind is bool:
         lowered = raw.lower()
         if lowered in ("on", "true", "yes", "1"):
