@@ -155,7 +155,13 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pg-imgembed", description=__doc__.split("\n\n")[0])
     root.add_argument("--version", action="version", version=f"pg-imgembed {__version__}")
     root.add_argument("--dsn", help="libpq connection string or URI (default: PG* environment variables)")
-    models = root.add_subparsers(dest="group", required=True).add_parser("models", help="manage models").add_subparsers(dest="command", required=True)
+    groups = root.add_subparsers(dest="group", required=True)
+    worker = groups.add_parser("worker", help="embed the rows async triggers queued")
+    from .worker import add_arguments, run_from_args
+
+    add_arguments(worker)
+    worker.set_defaults(run=lambda args: run_from_args(args.dsn, args))
+    models = groups.add_parser("models", help="manage models").add_subparsers(dest="command", required=True)
 
     def sourced(p: argparse.ArgumentParser, with_catalog: bool) -> None:
         p.add_argument("onnx", nargs="?", help="a plain or pipeline ONNX file")

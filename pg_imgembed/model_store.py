@@ -169,11 +169,13 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
 
 
 def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
-    """Every trigger running imgembed.embedding_trigger(), with its arguments decoded."""
+    """Every embedding trigger (sync: imgembed.embedding_trigger(); async: a generated
+    imgembed.enqueue_*() function), with its arguments decoded."""
     rows = plpy.execute(
         """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs
-             FROM pg_catalog.pg_trigger t
+             FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
             WHERE t.tgfoid = 'imgembed.embedding_trigger()'::pg_catalog.regprocedure
+               OR (p.pronamespace = 'imgembed'::pg_catalog.regnamespace AND p.proname LIKE 'enqueue\\_%')
             ORDER BY 1, 2"""
     )
     out = []

@@ -191,10 +191,11 @@ class Server:
 
     @sql_function
     def create_embedding_trigger(self, table: str | None, image_column: str | None, vector_column: str | None,
-                                 model: str | None, on_error: str | None) -> None:
-        bound = triggers.create(self.plpy, self.store, table, image_column, vector_column, model, on_error)
+                                 model: str | None, on_error: str | None, mode: str | None) -> None:
+        bound = triggers.create(self.plpy, self.store, table, image_column, vector_column, model, on_error, mode)
         lineage.record(self.plpy, table, vector_column, self.store.lookup(bound), done=False)
-        self.plpy.notice(f'embedding trigger on {table}: {vector_column} = embedding of {image_column} with model "{bound}"')
+        self.plpy.notice(f'embedding trigger on {table}: {vector_column} = embedding of {image_column} with model "{bound}"'
+                         + (" (async: run pg-imgembed worker)" if mode == "async" else ""))
 
     @sql_function
     def drop_embedding_trigger(self, table: str, vector_column: str) -> None:

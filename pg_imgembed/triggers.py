@@ -64,24 +64,65 @@ def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: 
     return stored
 
 
+MODES = ("sync", "async")
+
+
 def create(plpy: Any, store: ModelStore, table: str, image_column: str,
-           vector_column: str, model: str | None, on_error: str) -> str:
+           vector_column: str, model: str | None, on_error: str, mode: str | None) -> str:
     """Check everything, then (re)create both triggers. Returns the model name bound."""
+    if mode not in MODES:
+        raise InvalidConfig(f"mode must be 'sync' or 'async', not {mode!r}")
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
-    args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
+    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
     for name in (insert_name, update_name):
         plpy.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
-    plpy.execute(
-        f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW "
-        f"EXECUTE FUNCTION imgembed.embedding_trigger({args})"
-    )
+    plpy.execute(f"DROP FUNCTION IF EXISTS {enqueue_function(relid, vector_column)}()")
+    # Both kinds carry the same arguments, so model_store.embedding_triggers() finds either.
+    args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
+    if mode == "async":
+        call = f"{create_enqueue_function(plpy, relid, table, image_column, vector_column, stored.name)}({args})"
+    else:
+        call = f"imgembed.embedding_trigger({args})"
+    plpy.execute(f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {call}")
     plpy.execute(
         f"CREATE TRIGGER {update_name} BEFORE UPDATE OF {img} ON {table} FOR EACH ROW "
-        f"WHEN (OLD.{img} IS DISTINCT FROM NEW.{img}) EXECUTE FUNCTION imgembed.embedding_trigger({args})"
+        f"WHEN (OLD.{img} IS DISTINCT FROM NEW.{img}) EXECUTE FUNCTION {call}"
     )
     return stored.name
+
+
+def enqueue_function(relid: int, vector_column: str) -> str:
+    return f"imgembed.enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
+
+
+def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str, vector_column: str,
+                            model: str) -> str:
+    """A PL/pgSQL trigger function for one table and column: the insert pays for one queue upsert,
+    with the key columns spelled out (no Python, no dynamic SQL per row)."""
+    keys = primary_key(plpy, relid)
+    if not keys:
+        raise InvalidConfig(f"async embedding of {table} needs a primary key to find rows again",
+                            hint="Add a primary key, or use mode => 'sync'.")
+    q, lit = plpy.quote_ident, plpy.quote_literal
+    row_key = "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, NEW.{q(k)}" for k in keys) + ")"
+    name = enqueue_function(relid, vector_column)
+    plpy.execute(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+        BEGIN
+            NEW.{q(vector_column)} := NULL;  -- the old vector belongs to the old image
+            IF NEW.{q(image_column)} IS NOT NULL THEN
+                INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key)
+                VALUES (TG_RELID, {lit(image_column)}, {lit(vector_column)}, {lit(model)}, {row_key})
+                ON CONFLICT (tbl, vector_column, row_key) DO UPDATE
+                   SET enqueued_at = clock_timestamp(), attempts = 0, not_before = '-infinity',
+                       last_error = NULL, model = EXCLUDED.model;
+            END IF;
+            RETURN NEW;
+        END $f$""")
+    plpy.execute(f"COMMENT ON FUNCTION {name}() IS {lit(f'queues {table}.{vector_column} for pg-imgembed worker')}")
+    return name
 
 
 def drop(plpy: Any, table: str, vector_column: str) -> None:
@@ -94,6 +135,7 @@ def drop(plpy: Any, table: str, vector_column: str) -> None:
         raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
     for row in found:
         plpy.execute(f"DROP TRIGGER {plpy.quote_ident(row['tgname'])} ON {table}")
+    plpy.execute(f"DROP FUNCTION IF EXISTS {enqueue_function(relid, vector_column)}()")
 
 
 def _column(plpy: Any, relid: int, table: str, column: str) -> dict[str, Any]:

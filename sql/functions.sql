@@ -75,16 +75,17 @@ COMMENT ON FUNCTION imgembed.embedding_trigger() IS
     'Row trigger body installed by imgembed.create_embedding_trigger(); arguments: image column, vector column, model, on_error';
 
 CREATE FUNCTION imgembed.create_embedding_trigger(tbl regclass, image_column name, vector_column name,
-                                                  model text DEFAULT NULL, on_error text DEFAULT 'error')
+                                                  model text DEFAULT NULL, on_error text DEFAULT 'error',
+                                                  mode text DEFAULT 'sync')
 RETURNS void
 LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $python$
 #bootstrap
-GD["imgembed"].create_embedding_trigger(tbl, image_column, vector_column, model, on_error)
+GD["imgembed"].create_embedding_trigger(tbl, image_column, vector_column, model, on_error, mode)
 $python$;
-COMMENT ON FUNCTION imgembed.create_embedding_trigger(regclass, name, name, text, text) IS
-    'Keep vector_column = embedding of image_column on INSERT and on UPDATE of the image';
+COMMENT ON FUNCTION imgembed.create_embedding_trigger(regclass, name, name, text, text, text) IS
+    'Keep vector_column = embedding of image_column on INSERT and on UPDATE of the image (mode sync), or queue it for pg-imgembed worker (mode async)';
 
 CREATE FUNCTION imgembed.drop_embedding_trigger(tbl regclass, vector_column name) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE

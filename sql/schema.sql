@@ -83,3 +83,49 @@ SELECT l.tbl, l.vector_column, l.model, l.sha256 AS produced_by, m.sha256 AS cur
   FROM imgembed.lineage l LEFT JOIN imgembed.model_store m ON m.name = l.model;
 COMMENT ON VIEW imgembed.vector_lineage IS 'Per embedded column: the model that made its vectors and whether they are stale';
 GRANT SELECT ON imgembed.vector_lineage TO PUBLIC;
+
+-- Async embedding: triggers with mode => 'async' only enqueue; `pg-imgembed worker` processes.
+-- One job per row (re-queued in place when the image changes again). Workers claim jobs with a
+-- lease (claimed_until): a worker that dies loses nothing, its jobs come back when the lease ends.
+CREATE TABLE imgembed.queue (
+    id             bigserial PRIMARY KEY,
+    tbl            regclass NOT NULL,
+    image_column   name NOT NULL,
+    vector_column  name NOT NULL,
+    model          text NOT NULL,
+    row_key        jsonb NOT NULL,
+    enqueued_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts       integer NOT NULL DEFAULT 0,
+    not_before     timestamptz NOT NULL DEFAULT '-infinity',
+    claimed_by     text,
+    claimed_until  timestamptz,
+    last_error     text
+);
+CREATE UNIQUE INDEX queue_one_job_per_row ON imgembed.queue (tbl, vector_column, row_key);
+CREATE INDEX queue_ready ON imgembed.queue (not_before, id);
+COMMENT ON TABLE imgembed.queue IS 'Rows waiting for an embedding from a pg-imgembed worker';
+-- The enqueueing triggers run as the writing user.
+GRANT SELECT, INSERT, UPDATE ON imgembed.queue TO PUBLIC;
+GRANT USAGE ON SEQUENCE imgembed.queue_id_seq TO PUBLIC;
+
+CREATE TABLE imgembed.queue_stats (
+    tbl            regclass NOT NULL,
+    vector_column  name NOT NULL,
+    done           bigint NOT NULL DEFAULT 0,
+    failed         bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tbl, vector_column)
+);
+COMMENT ON TABLE imgembed.queue_stats IS 'Jobs workers finished (done) or gave up on (failed, see imgembed.errors)';
+
+CREATE VIEW imgembed.queue_status AS
+SELECT coalesce(q.tbl, s.tbl) AS tbl, coalesce(q.vector_column, s.vector_column) AS vector_column,
+       coalesce(q.queued, 0) AS queued, coalesce(q.in_progress, 0) AS in_progress,
+       coalesce(s.failed, 0) AS failed, coalesce(s.done, 0) AS done, q.oldest_pending_age
+  FROM (SELECT tbl, vector_column,
+               count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()) AS queued,
+               count(*) FILTER (WHERE claimed_until >= now()) AS in_progress,
+               now() - min(enqueued_at) AS oldest_pending_age
+          FROM imgembed.queue GROUP BY tbl, vector_column) q
+  FULL JOIN imgembed.queue_stats s ON s.tbl = q.tbl AND s.vector_column = q.vector_column;
+COMMENT ON VIEW imgembed.queue_status IS 'Per table and vector column: queued, in progress, failed, done, oldest pending age';
+GRANT SELECT ON imgembed.queue_status TO PUBLIC;

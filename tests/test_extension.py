@@ -20,7 +20,7 @@ EXPECTED = {
     "imgembed.load_model(text,bytea,jsonb,boolean)": ("v", False),
     "imgembed.set_default_model(text)": ("v", True),
     "imgembed.drop_model(text)": ("v", True),
-    "imgembed.create_embedding_trigger(regclass,name,name,text,text)": ("v", False),
+    "imgembed.create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
     "imgembed.drop_embedding_trigger(regclass,name)": ("v", True),
     "imgembed.embedding_trigger()": ("v", False),
     "imgembed.record_error(text,jsonb,text,text,text)": ("v", False),

@@ -1,0 +1,257 @@
+"""``pg-imgembed worker``: embeds the rows async triggers queued, outside the database.
+
+It loads the same pipeline model from the model table and runs the same decode / pipeline /
+vector-text code as ``img_embedding``, so its vectors equal the in-database ones. Several workers,
+on one host or many, share the queue:
+
+- **claim:** a batch is claimed with ``FOR UPDATE SKIP LOCKED`` and marked with a lease
+  (``claimed_until``) in one short transaction. A worker that dies loses nothing: its jobs come
+  back when the lease ends.
+- **write:** the vector is written only if the row's ``xmin`` is still the one that was read.
+  If the row changed meanwhile, the job is retried, and a job whose image changed again was
+  re-queued in place (newer ``enqueued_at``), so it stays for the newer image.
+- **failure:** an unusable image is permanent: recorded in ``imgembed.errors`` and dropped.
+  Anything else (database or inference trouble) is retried with exponential backoff, up to
+  ``--max-attempts``.
+- **SIGTERM/SIGINT:** stop claiming, finish the batch in hand, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .batch import embed_many
+from .embedding_model import EmbeddingModel
+from .errors import ImageError, ImgEmbedError
+from .model_config import parse_config
+from .settings import read_settings
+from .vector_text import vector_to_text
+
+log = logging.getLogger("pg_imgembed.worker")
+
+CLAIM = """
+WITH c AS (SELECT id FROM imgembed.queue
+            WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
+            ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+UPDATE imgembed.queue q
+   SET claimed_by = %(me)s, claimed_until = now() + make_interval(secs => %(lease)s), attempts = q.attempts + 1
+  FROM c WHERE q.id = c.id
+RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
+          q.row_key, q.enqueued_at, q.attempts"""
+
+
+@dataclass(frozen=True)
+class Options:
+    concurrency: int = 1
+    batch_size: int = 16
+    lease_s: float = 120.0
+    max_attempts: int = 5
+    retry_base_s: float = 2.0
+    threads: int = 1  # onnxruntime threads per worker thread
+    idle_s: float = 1.0
+    once: bool = False  # stop when the queue has nothing ready
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    relid: int
+    tbl: str
+    image_column: str
+    vector_column: str
+    model: str
+    row_key: dict[str, Any]
+    enqueued_at: Any
+    attempts: int
+
+
+class Worker:
+    def __init__(self, dsn: str, options: Options, name: str | None = None) -> None:
+        self.dsn = dsn
+        self.options = options
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.stop = threading.Event()
+        self._models: dict[str, tuple[str, EmbeddingModel]] = {}
+        self._models_lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+        self._count_lock = threading.Lock()
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._loop, name=f"worker-{i}", daemon=True)
+                   for i in range(self.options.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)  # wakes up for signals
+
+    def _loop(self) -> None:
+        import psycopg
+
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    while not self.stop.is_set():
+                        jobs = self.claim(conn)
+                        if not jobs:
+                            if self.options.once:
+                                return
+                            self.stop.wait(self.options.idle_s)
+                            continue
+                        self.complete(conn, jobs)
+            except psycopg.OperationalError as exc:  # lost the server: leases bring the jobs back
+                log.warning("connection failed (%s); retrying", exc)
+                self.stop.wait(self.options.retry_base_s)
+
+    def claim(self, conn: Any) -> list[Job]:
+        rows = conn.execute(CLAIM, {"batch": self.options.batch_size, "me": self.name,
+                                    "lease": self.options.lease_s}).fetchall()
+        return [Job(*row) for row in sorted(rows)]
+
+    def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
+        groups: dict[tuple[int, str, str, str], list[Job]] = defaultdict(list)
+        for job in jobs:
+            groups[(job.relid, job.image_column, job.vector_column, job.model)].append(job)
+        for group in groups.values():
+            try:
+                with conn.transaction():
+                    done, failed = self._process(conn, group)
+                with self._count_lock:
+                    self.done += done
+                    self.failed += failed
+            except Exception as exc:  # transient: database, inference, a model being replaced...
+                log.warning("batch of %d jobs failed: %s", len(group), exc)
+                self._retry_later(conn, group, exc)
+
+    # ------------------------------------------------------------ one table/column/model
+
+    def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
+        first = jobs[0]
+        model = self._model(conn, first.model)
+        settings = read_settings(lambda guc: conn.execute("SELECT current_setting(%s, true)", (guc,)).fetchone()[0])
+        keys = list(first.row_key)
+        q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+        pk = ", ".join(f"t.{q(k)}" for k in keys)
+        kk = ", ".join(f"k.{q(k)}" for k in keys)
+        (vector_type,) = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s AND attname = %s",
+            (first.relid, first.vector_column)).fetchone()
+        rows = conn.execute(
+            f"SELECT r.n, t.{q(first.image_column)}, t.xmin::text FROM jsonb_array_elements(%s::jsonb) "
+            f"WITH ORDINALITY AS r(key, n) CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, r.key) k "
+            f"JOIN {first.tbl} t ON ROW({pk}) = ROW({kk})",
+            (json.dumps([j.row_key for j in jobs]),)).fetchall()
+        found = {n - 1: (image, xmin) for n, image, xmin in rows}
+        present = sorted(i for i, (image, _) in found.items() if image is not None)
+        failures: list[tuple[int, ImageError]] = []
+        vectors = embed_many(model, [found[i][0] for i in present], settings, failures)
+        failed_at = {present[p]: exc for p, exc in failures}
+        done = failed = 0
+        for i, job in enumerate(jobs):
+            if i in failed_at:
+                exc = failed_at[i]
+                conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
+                             (job.tbl, json.dumps(job.row_key), job.model, exc.sqlstate, f"worker: {exc.message}"))
+                self._finish(conn, job)
+                failed += 1
+            elif i in found and found[i][0] is not None:
+                vector = vectors[present.index(i)]
+                written = conn.execute(
+                    f"UPDATE {first.tbl} t SET {q(job.vector_column)} = %s::{vector_type} "
+                    f"FROM jsonb_populate_record(NULL::{first.tbl}, %s::jsonb) k "
+                    f"WHERE ROW({pk}) = ROW({kk}) AND t.xmin = %s::xid",
+                    (vector_to_text(vector), json.dumps(job.row_key), found[i][1])).rowcount
+                if written:
+                    done += self._finish(conn, job)
+                else:  # the row changed since it was read: try again with what it holds now
+                    self._release(conn, job)
+            else:  # the row is gone, or its image is NULL (the trigger set the vector NULL)
+                self._finish(conn, job)
+        conn.execute(
+            "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
+            "failed = imgembed.queue_stats.failed + EXCLUDED.failed",
+            (first.relid, first.vector_column, done, failed))
+        return done, failed
+
+    def _finish(self, conn: Any, job: Job) -> int:
+        """Drop the job unless it was re-queued meanwhile (its image changed again)."""
+        deleted = conn.execute("DELETE FROM imgembed.queue WHERE id = %s AND enqueued_at = %s",
+                               (job.id, job.enqueued_at)).rowcount
+        if not deleted:
+            self._release(conn, job)
+        return deleted
+
+    def _release(self, conn: Any, job: Job) -> None:
+        conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, "
+                     "attempts = greatest(attempts - 1, 0) WHERE id = %s", (job.id,))
+
+    def _retry_later(self, conn: Any, jobs: list[Job], exc: Exception) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            for job in jobs:
+                if job.attempts >= self.options.max_attempts:
+                    conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
+                                 (job.tbl, json.dumps(job.row_key), job.model, getattr(exc, "sqlstate", None) or "XX000",
+                                  f"worker gave up after {job.attempts} attempts: {message}"))
+                    conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
+                    conn.execute(
+                        "INSERT INTO imgembed.queue_stats (tbl, vector_column, failed) VALUES (%s, %s, 1) "
+                        "ON CONFLICT (tbl, vector_column) DO UPDATE SET failed = imgembed.queue_stats.failed + 1",
+                        (job.relid, job.vector_column))
+                else:
+                    delay = min(self.options.retry_base_s * 2 ** (job.attempts - 1), 300.0)
+                    conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, last_error = %s, "
+                                 "not_before = now() + make_interval(secs => %s) WHERE id = %s", (message, delay, job.id))
+        except Exception as again:  # the lease will bring them back
+            log.warning("could not reschedule jobs: %s", again)
+
+    def _model(self, conn: Any, name: str) -> EmbeddingModel:
+        row = conn.execute("SELECT sha256, config::text FROM imgembed.model_store WHERE name = %s", (name,)).fetchone()
+        if row is None:
+            raise ImgEmbedError(f'model "{name}" does not exist')
+        sha, config = row
+        with self._models_lock:
+            cached = self._models.get(name)
+            if cached is None or cached[0] != sha:
+                (onnx,) = conn.execute("SELECT onnx FROM imgembed.model_store WHERE sha256 = %s LIMIT 1", (sha,)).fetchone()
+                self._models[name] = (sha, EmbeddingModel(bytes(onnx), parse_config(json.loads(config)),
+                                                          threads=self.options.threads))
+            return self._models[name][1]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=1, help="worker threads, one connection each (default 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="jobs claimed at a time (default 16)")
+    parser.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts (default 120)")
+    parser.add_argument("--max-attempts", type=int, default=5, help="tries before a job is given up (default 5)")
+    parser.add_argument("--retry-base", type=float, default=2.0, help="first retry delay in seconds, doubling (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker thread (default 1)")
+    parser.add_argument("--once", action="store_true", help="exit when no job is ready")
+
+
+def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
+    worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
+                                       max_attempts=args.max_attempts, retry_base_s=args.retry_base,
+                                       threads=args.threads, once=args.once))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop.set())
+    log.info("started %s: concurrency %d, batch size %d", worker.name, args.concurrency, args.batch_size)
+    worker.run()
+    log.info("stopped: %d embedded, %d failed", worker.done, worker.failed)
+
+
+

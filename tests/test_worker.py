@@ -1,0 +1,173 @@
+"""Async triggers and pg-imgembed worker: queue, shared workers, retries, leases, SIGTERM."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+
+from pg_imgembed.worker import Options, Worker
+from tests import images
+from tests.helpers import embed, load_tiny, sql_error, vector
+
+PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(8)]
+N = 40
+
+
+@pytest.fixture
+def queued(conn):
+    load_tiny(conn)
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, label text, photo bytea, embedding vector(4))")
+    conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', mode => 'async')")
+    conn.execute("CREATE TABLE writes (id int)")
+    conn.execute("""CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN INSERT INTO writes VALUES (NEW.id); RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER counted AFTER UPDATE OF embedding ON items FOR EACH ROW "
+                 "WHEN (NEW.embedding IS NOT NULL) EXECUTE FUNCTION count_write()")
+    conn.execute("INSERT INTO items (id, photo) SELECT g, (%s::bytea[])[1 + g %% 8] FROM generate_series(1, %s) g",
+                 (PHOTOS, N))
+    return conn
+
+
+def work(dsn, **options):
+    worker = Worker(dsn, Options(once=True, retry_base_s=0.2, **options))
+    worker.run()
+    return worker
+
+
+def status(conn):
+    return conn.execute("SELECT queued, in_progress, failed, done FROM imgembed.queue_status").fetchone()
+
+
+def assert_all_embedded_once(conn):
+    for row_id, text in conn.execute("SELECT id, embedding::text FROM items"):
+        np.testing.assert_array_equal(vector(text), embed(conn, PHOTOS[row_id % 8]))
+    assert conn.execute("SELECT count(*), count(DISTINCT id) FROM writes").fetchone() == (N, N)
+    assert conn.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
+
+
+def test_async_insert_only_enqueues(queued):
+    assert queued.execute("SELECT count(embedding) FROM items").fetchone()[0] == 0
+    assert status(queued) == (N, 0, 0, 0)
+    (age,) = queued.execute("SELECT oldest_pending_age > interval '0' FROM imgembed.queue_status").fetchone()
+    assert age
+
+
+def test_worker_writes_the_in_database_vectors(queued, dsn):
+    worker = work(dsn, batch_size=7)
+    assert (worker.done, worker.failed) == (N, 0)
+    assert_all_embedded_once(queued)
+    assert status(queued) == (0, 0, 0, N)
+
+
+def test_several_workers_share_the_queue(queued, dsn):
+    workers = [threading.Thread(target=work, args=(dsn,), kwargs={"batch_size": 3, "concurrency": 2}) for _ in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert_all_embedded_once(queued)
+
+
+def test_an_image_changed_after_it_was_read_is_not_overwritten(queued, dsn, monkeypatch):
+    import pg_imgembed.worker as worker_module
+
+    def embed_while_someone_changes_the_image(*args, **kwargs):
+        queued.execute("UPDATE items SET photo = %s WHERE id = 1", (PHOTOS[5],))  # re-queued by the trigger
+        return original(*args, **kwargs)
+
+    original = worker_module.embed_many
+    monkeypatch.setattr(worker_module, "embed_many", embed_while_someone_changes_the_image)
+    worker = Worker(dsn, Options(batch_size=N))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        worker.complete(conn, worker.claim(conn))
+    monkeypatch.undo()
+    assert queued.execute("SELECT embedding FROM items WHERE id = 1").fetchone()[0] is None
+    assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 1
+    work(dsn)
+    (text,) = queued.execute("SELECT embedding::text FROM items WHERE id = 1").fetchone()
+    np.testing.assert_array_equal(vector(text), embed(queued, PHOTOS[5]))
+
+
+def test_unusable_image_is_a_permanent_failure(queued, dsn):
+    queued.execute("INSERT INTO items (id, photo) VALUES (100, 'junk')")
+    work(dsn)
+    assert status(queued) == (0, 0, 1, N)
+    (message,) = queued.execute("SELECT message FROM imgembed.errors WHERE row_key = '{\"id\": 100}'").fetchone()
+    assert message == "worker: cannot decode image (4 bytes, looks like unknown): not a recognised image format"
+
+
+def test_transient_failures_are_retried_with_backoff(queued, dsn):
+    queued.execute("CREATE TABLE flaky (n int)")
+    queued.execute("""CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NOT EXISTS (SELECT FROM flaky) THEN INSERT INTO flaky VALUES (1);
+              RAISE EXCEPTION 'temporarily unavailable'; END IF; RETURN NEW; END $$""")
+    queued.execute("CREATE TRIGGER flaky BEFORE UPDATE OF embedding ON items FOR EACH ROW EXECUTE FUNCTION fail_once()")
+    queued.execute("DELETE FROM items WHERE id > 3")
+    queued.execute("DELETE FROM imgembed.queue WHERE (row_key->>'id')::int > 3")
+    work(dsn)  # the failing batch is rolled back (so flaky stays empty) and rescheduled
+    (attempts, error, later) = queued.execute(
+        "SELECT max(attempts), max(last_error), bool_and(not_before > now()) FROM imgembed.queue").fetchone()
+    assert (attempts, error, later) == (1, "temporarily unavailable", True)
+    queued.execute("INSERT INTO flaky VALUES (1)")  # the trouble is over
+    time.sleep(0.3)
+    work(dsn)
+    assert queued.execute("SELECT count(embedding) FROM items").fetchone()[0] == 3
+
+
+def test_a_job_that_keeps_failing_is_given_up(queued, dsn):
+    queued.execute("""CREATE FUNCTION always_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'disk full'; END $$""")
+    queued.execute("CREATE TRIGGER broken BEFORE UPDATE OF embedding ON items FOR EACH ROW EXECUTE FUNCTION always_fail()")
+    queued.execute("DELETE FROM items WHERE id > 1")
+    queued.execute("DELETE FROM imgembed.queue WHERE (row_key->>'id')::int > 1")
+    for _ in range(2):
+        work(dsn, max_attempts=2)
+        time.sleep(0.5)
+    work(dsn, max_attempts=2)
+    assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
+    (message,) = queued.execute("SELECT message FROM imgembed.errors").fetchone()
+    assert message == "worker gave up after 2 attempts: disk full"
+
+
+def test_jobs_of_a_dead_worker_come_back_when_the_lease_ends(queued, dsn):
+    dead = Worker(dsn, Options(batch_size=N, lease_s=0.5))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert len(dead.claim(conn)) == N  # ... and never completes them
+    assert status(queued)[:2] == (0, N)
+    assert work(dsn).done == 0  # still leased
+    time.sleep(0.6)
+    assert work(dsn).done == N
+    assert_all_embedded_once(queued)
+
+
+def test_sigterm_finishes_the_batch_and_loses_nothing(queued, dsn):
+    worker = subprocess.Popen([sys.executable, "-m", "pg_imgembed.cli", "--dsn", dsn, "worker", "--batch-size", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while status(queued)[3] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert "stopped:" in worker.stderr.read()
+    queued_now, in_progress, failed, done = status(queued)
+    assert in_progress == 0 and failed == 0 and queued_now + done == N
+    work(dsn)
+    assert_all_embedded_once(queued)
+
+
+def test_async_needs_a_primary_key(conn):
+    load_tiny(conn)
+    conn.execute("CREATE TABLE nokey (photo bytea, e vector(4))")
+    err = sql_error(conn, "SELECT imgembed.create_embedding_trigger('nokey', 'photo', 'e', mode => 'async')")
+    assert err.diag.message_primary == "pg_imgembed: async embedding of public.nokey needs a primary key to find rows again"
+
+
+def test_dropping_an_async_trigger_removes_its_function(queued):
+    queued.execute("SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
+    (n,) = queued.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\\_%'").fetchone()
+    assert n == 0
