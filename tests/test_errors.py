@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests import images, onnx_models
-from tests.helpers import TINY_CONFIG, load_model, load_tiny, sql_error
+from tests.helpers import TINY_CONFIG, load_tiny, sql_error
 
 
 def test_undecodable_bytes(conn):

@@ -1,6 +1,5 @@
 """The per-server model file cache: written once, private to the server, self-healing, pruned."""
 
-import os
 import stat
 from pathlib import Path
 

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import psycopg
-import pytest
 
 from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, load_model, load_tiny, sql_error

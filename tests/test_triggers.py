@@ -1,6 +1,5 @@
 """Embedding triggers: kept in sync on INSERT/UPDATE, checked at creation, on_error policies."""
 
-import json
 
 import numpy as np
 import psycopg
