@@ -1,5 +1,6 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
-# `make test` do the same first. Variables: RUNTIME_DIR (where the server's Python packages go),
+# `make test` do the same first; `make bench` prints the throughput table (bench/throughput.py).
+# Variables: RUNTIME_DIR (where the server's Python packages go),
 # PG_CONFIG (which PostgreSQL; default: the newest installed).
 
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
@@ -26,6 +27,9 @@ $(VENV)/.installed: requirements-dev.txt requirements-runtime.txt pyproject.toml
 
 demo: install dev-venv
 	$(VENV)/bin/python scripts/demo.py --runtime-dir $(RUNTIME_DIR)
+
+bench: install dev-venv
+	$(VENV)/bin/python bench/throughput.py
 
 test: install dev-venv
 	PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests

@@ -86,11 +86,24 @@ def create(plpy: Any, store: ModelStore, table: str, image_column: str,
     else:
         call = f"imgembed.embedding_trigger({args})"
     plpy.execute(f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {call}")
+    store_uncompressed(plpy, relid, table, image_column)
     plpy.execute(
         f"CREATE TRIGGER {update_name} BEFORE UPDATE OF {img} ON {table} FOR EACH ROW "
         f"WHEN (OLD.{img} IS DISTINCT FROM NEW.{img}) EXECUTE FUNCTION {call}"
     )
     return stored.name
+
+
+def store_uncompressed(plpy: Any, relid: int, table: str, image_column: str) -> None:
+    """JPEG/PNG/WebP bytes do not compress: pglz trying on every insert costs more than the
+    insert itself (1.6 MB photos: 24.7 ms -> 7.7 ms a row). Only the default storage is changed."""
+    (storage,) = (r["s"] for r in plpy.execute(plpy.prepare(
+        "SELECT attstorage::text AS s FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2",
+        ["oid", "name"]), [relid, image_column]))
+    if storage == "x":
+        plpy.execute(f"ALTER TABLE {table} ALTER COLUMN {plpy.quote_ident(image_column)} SET STORAGE EXTERNAL")
+        plpy.notice(f'column "{image_column}" of {table} now stores images uncompressed (STORAGE EXTERNAL): '
+                    "image formats are compressed already")
 
 
 def enqueue_function(relid: int, vector_column: str) -> str:

@@ -175,3 +175,19 @@ def test_trigger_on_missing_table_is_sql_error(conn):
     load_tiny(conn)
     err = sql_error(conn, "SELECT imgembed.create_embedding_trigger('nope', 'photo', 'e')")
     assert err.sqlstate == "42P01"
+
+
+def test_image_column_is_switched_to_uncompressed_storage(items):
+    (storage,) = items.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'items'::regclass "
+                               "AND attname = 'photo'").fetchone()
+    assert storage == "e"
+
+
+def test_a_storage_the_user_chose_is_left_alone(conn):
+    load_tiny(conn)
+    conn.execute("CREATE TABLE t (photo bytea, e vector(4))")
+    conn.execute("ALTER TABLE t ALTER photo SET STORAGE MAIN")
+    conn.execute("SELECT imgembed.create_embedding_trigger('t', 'photo', 'e')")
+    (storage,) = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 't'::regclass "
+                              "AND attname = 'photo'").fetchone()
+    assert storage == "m"
