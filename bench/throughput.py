@@ -231,6 +231,8 @@ class Bench:
 
     def table(self, name: str, trigger: str | None = None) -> str:
         self.db.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, photo bytea, e vector(2048))")
+        # As create_embedding_trigger does: every table compared stores images uncompressed.
+        self.db.execute(f"ALTER TABLE {name} ALTER COLUMN photo SET STORAGE EXTERNAL")
         if trigger:
             self.db.execute("SELECT imgembed.create_embedding_trigger(%s, 'photo', 'e', %s, mode => %s)",
                             (name, MODEL, trigger))
