@@ -1,16 +1,24 @@
-"""Backfill: embed the rows whose vector is NULL or stale, in committed batches.
+"""Backfill: embed the rows whose vector is stale or NULL, in committed batches.
 
-Each batch claims rows with ``FOR UPDATE SKIP LOCKED``, so concurrent backfills share the work
-and writers are never blocked for long. Each batch commits, so an interrupted run loses at most
-one batch, and running it again continues where it stopped. Rows are addressed by ctid, which is
-stable while the batch holds their locks. Bad images follow the triggers' ``on_error`` policy;
-under ``'null'`` they stay NULL and are skipped for the rest of the run.
+Two passes share one way of embedding a claimed batch and writing it back by ctid (stable while
+the batch holds the rows' locks), and both commit after every batch, so an interrupted run loses
+at most one batch and running it again continues:
+
+- **stale:** if the column's vectors came from a model since replaced (see ``lineage``), every
+  row is re-embedded in primary-key order; the last key done is saved with each commit.
+- **NULL:** rows whose vector is NULL are claimed with ``FOR UPDATE SKIP LOCKED``, so concurrent
+  backfills share the work and writers are never blocked for long.
+
+Bad images follow the triggers' ``on_error`` policy; under ``'null'`` they are recorded in
+``imgembed.errors``, stay NULL and are skipped for the rest of the run.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from . import lineage
 from .batch import embed_many
@@ -18,7 +26,7 @@ from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig
 from .model_store import ModelStore, StoredModel
 from .settings import Settings
-from .triggers import check_target, primary_key, record_failure
+from .triggers import check_target, primary_key, record_failure, relation_oid
 from .vector_text import vector_to_text
 
 NOTICE_EVERY_S = 1.0
@@ -27,66 +35,133 @@ NOTICE_EVERY_S = 1.0
 def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable[[StoredModel], EmbeddingModel],
              table: str, image_column: str, vector_column: str, model: str | None, batch_size: int | None,
              on_error: str | None) -> int:
-    """Returns the number of rows embedded."""
+    """Returns the number of rows embedded by the NULL pass."""
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
-    q = plpy.quote_ident
-    img, vec = q(image_column), q(vector_column)
-    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
-    vector_type = plpy.execute(plpy.prepare(
-        "SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
-        "WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2", ["oid", "name"]),
-        [relid, vector_column])[0]["t"]
-    keys = primary_key(plpy, relid)
-    key_json = ("pg_catalog.jsonb_build_object(" + ", ".join(f"{plpy.quote_literal(k)}, {q(k)}" for k in keys) + ")::text"
-                if keys else "NULL::text")
-    pending = f"{vec} IS NULL AND {img} IS NOT NULL"
-    total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {table} WHERE {pending}")[0]["n"]
-    claim = plpy.prepare(
-        f"SELECT ctid::text AS ctid, {img} AS image, {key_json} AS key FROM {table} "
-        f"WHERE {pending} AND NOT (ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])) "
-        "LIMIT $2 FOR UPDATE SKIP LOCKED", ["text[]", "int4"])
-    write = plpy.prepare(
-        f"UPDATE {table} AS t SET {vec} = u.v::{vector_type} "
-        "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, v) "
-        "WHERE t.ctid OPERATOR(pg_catalog.=) u.id", ["text[]", "text[]"])
-
-    embedder = session(stored)
-    # Vectors made by a replaced model are rewritten first (this also fills NULL ones).
+    run = Run(plpy, settings, session(stored), stored, table, image_column, vector_column, batch_size, on_error)
     lineage.record(plpy, table, vector_column, stored, done=False)
     plpy.commit()
-    rows_in_table = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {table}")[0]["n"]
-    lineage.reembed_stale(plpy, settings, embedder, stored, table, image_column, vector_column, vector_type,
-                          batch_size, on_error,
-                          lambda n, elapsed: plpy.notice(progress(f"{table} (stale vectors)", n, rows_in_table, elapsed)))
-    failed: list[str] = []  # ctids left NULL under on_error => 'null'
-    done, started, last_notice = 0, time.monotonic(), 0.0
-    while True:
-        rows = plpy.execute(claim, [failed, batch_size])
-        if rows.nrows() == 0:
-            break
+    run.reembed_stale()  # also fills NULL vectors of rows it passes
+    return run.fill_nulls()
+
+
+class Run:
+    """One backfill call: the target, its model, and the batch steps both passes use."""
+
+    def __init__(self, plpy: Any, settings: Settings, embedder: EmbeddingModel, stored: StoredModel, table: str,
+                 image_column: str, vector_column: str, batch_size: int, on_error: str | None) -> None:
+        self.plpy, self.settings, self.embedder, self.stored = plpy, settings, embedder, stored
+        self.table, self.image_column, self.vector_column = table, image_column, vector_column
+        self.batch_size, self.on_error = batch_size, on_error
+        self.relid = relation_oid(plpy, table)
+        self.keys = primary_key(plpy, self.relid)
+        vector_type = plpy.execute(plpy.prepare(
+            "SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
+            "WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2", ["oid", "name"]),
+            [self.relid, vector_column])[0]["t"]
+        self._write = plpy.prepare(
+            f"UPDATE {table} AS t SET {plpy.quote_ident(vector_column)} = u.v::{vector_type} "
+            "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, v) "
+            "WHERE t.ctid OPERATOR(pg_catalog.=) u.id", ["text[]", "text[]"])
+
+    def key_json(self, alias: str = "") -> str:
+        """SQL for a row's primary key as jsonb text (what imgembed.errors and resume_after hold)."""
+        if not self.keys:
+            return "NULL::text"
+        q, lit = self.plpy.quote_ident, self.plpy.quote_literal
+        return "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, {alias}{q(k)}" for k in self.keys) + ")::text"
+
+    def embed(self, rows: Any) -> list[np.ndarray | None]:
+        """Vectors of claimed rows (ctid, image, key); under on_error 'null' a bad image is
+        recorded and gets None, otherwise its error ends the run."""
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(embedder, [r["image"] for r in rows], settings,
-                             failures if on_error == "null" else None)
+        vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
+                             failures if self.on_error == "null" else None)
         for position, exc in failures:
-            failed.append(rows[position]["ctid"])
-            record_failure(plpy, table, rows[position]["key"], stored.name, exc)
-        written = [(r["ctid"], vector_to_text(v)) for r, v in zip(rows, vectors) if v is not None]
-        plpy.execute(write, [[c for c, _ in written], [t for _, t in written]])
+            record_failure(self.plpy, self.table, rows[position]["key"], self.stored.name, exc)
+        return vectors
+
+    def write(self, pairs: Sequence[tuple[str, np.ndarray | None]]) -> None:
+        self.plpy.execute(self._write, [[ctid for ctid, _ in pairs],
+                                        [vector_to_text(v) if v is not None else None for _, v in pairs]])
+
+    def notice(self, what: str, done: int, total: int, elapsed: float, extra: str = "") -> None:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        self.plpy.notice(f"backfill {what}: {done}/{total} rows ({100 * done / max(total, 1):.1f}%), "
+                         f"{rate:.1f} images/s, ETA {int(eta // 60)}m{int(eta % 60):02d}s{extra}")
+
+    # ------------------------------------------------------------ the NULL pass
+
+    def fill_nulls(self) -> int:
+        plpy, q = self.plpy, self.plpy.quote_ident
+        pending = f"{q(self.vector_column)} IS NULL AND {q(self.image_column)} IS NOT NULL"
+        total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {self.table} WHERE {pending}")[0]["n"]
+        claim = plpy.prepare(
+            f"SELECT ctid::text AS ctid, {q(self.image_column)} AS image, {self.key_json()} AS key FROM {self.table} "
+            f"WHERE {pending} AND NOT (ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])) "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED", ["text[]", "int4"])
+        failed: list[str] = []  # ctids left NULL under on_error => 'null'
+        done, started, last_notice = 0, time.monotonic(), 0.0
+        while True:
+            rows = plpy.execute(claim, [failed, self.batch_size])
+            if rows.nrows() == 0:
+                break
+            vectors = self.embed(rows)
+            failed += [r["ctid"] for r, v in zip(rows, vectors) if v is None]
+            written = [(r["ctid"], v) for r, v in zip(rows, vectors) if v is not None]
+            self.write(written)
+            plpy.commit()
+            done += len(written)
+            now = time.monotonic()
+            if now - last_notice >= NOTICE_EVERY_S:
+                self.notice(self.table, done + len(failed), max(total, done + len(failed)), now - started)
+                last_notice = now
+        self.notice(self.table, done + len(failed), max(total, done + len(failed)), time.monotonic() - started,
+                    f"; {len(failed)} images could not be embedded, see imgembed.errors" if failed else "")
+        return done
+
+    # ------------------------------------------------------------ the stale pass
+
+    def reembed_stale(self) -> int:
+        """Re-embed a stale column in primary-key order; returns the rows rewritten. Rows written
+        meanwhile by triggers already use the new model; redoing them gives the same vector."""
+        plpy, key_types = self.plpy, lineage.KEY_TYPES
+        lock = plpy.prepare("SELECT sha256, target_sha256, resume_after::text AS resume_after FROM imgembed.lineage "
+                            "WHERE tbl OPERATOR(pg_catalog.=) $1 AND vector_column OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+                            key_types)
+        state = plpy.execute(lock, [self.table, self.vector_column])
+        if state.nrows() == 0 or state[0]["sha256"] == self.stored.sha256:
+            return 0
+        if not self.keys:
+            raise InvalidConfig(f"re-embedding the stale vectors of {self.table} needs a primary key to resume by")
+        q = plpy.quote_ident
+        cols = ", ".join(f"t.{q(k)}" for k in self.keys)
+        after = ", ".join(f"r.{q(k)}" for k in self.keys)
+        # Row comparison continues after the saved key; jsonb_populate_record gives it the key's own types.
+        claim = plpy.prepare(
+            f"SELECT t.ctid::text AS ctid, t.{q(self.image_column)} AS image, {self.key_json('t.')} AS key "
+            f"FROM {self.table} t CROSS JOIN pg_catalog.jsonb_populate_record(NULL::{self.table}, $1::pg_catalog.jsonb) r "
+            f"WHERE $1::pg_catalog.jsonb IS NULL OR ROW({cols}) > ROW({after}) "
+            f"ORDER BY {cols} LIMIT $2 FOR UPDATE OF t", ["text", "int4"])
+        save = plpy.prepare("UPDATE imgembed.lineage SET target_sha256 = $3, resume_after = $4::pg_catalog.jsonb, "
+                            "updated_at = pg_catalog.now() WHERE tbl OPERATOR(pg_catalog.=) $1 "
+                            "AND vector_column OPERATOR(pg_catalog.=) $2", key_types + ["text", "text"])
+        rows_in_table = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {self.table}")[0]["n"]
+        done, started = 0, time.monotonic()
+        while True:
+            state = plpy.execute(lock, [self.table, self.vector_column])[0]
+            resume = state["resume_after"] if state["target_sha256"] == self.stored.sha256 else None  # new target: restart
+            rows = plpy.execute(claim, [resume, self.batch_size])
+            if rows.nrows() == 0:
+                break
+            # Images that are NULL or failed get NULL: their old vector came from the old model.
+            self.write([(r["ctid"], v) for r, v in zip(rows, self.embed(rows))])
+            plpy.execute(save, [self.table, self.vector_column, self.stored.sha256, rows[rows.nrows() - 1]["key"]])
+            plpy.commit()
+            done += rows.nrows()
+            self.notice(f"{self.table} (stale vectors)", done, rows_in_table, time.monotonic() - started)
+        lineage.record(plpy, self.table, self.vector_column, self.stored, done=True)
         plpy.commit()
-        done += len(written)
-        now = time.monotonic()
-        if now - last_notice >= NOTICE_EVERY_S:
-            plpy.notice(progress(table, done + len(failed), max(total, done + len(failed)), now - started))
-            last_notice = now
-    plpy.notice(progress(table, done + len(failed), max(total, done + len(failed)), time.monotonic() - started)
-                + (f"; {len(failed)} images could not be embedded, see imgembed.errors" if failed else ""))
-    return done
-
-
-def progress(table: str, done: int, total: int, elapsed: float) -> str:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else 0.0
-    return (f"backfill {table}: {done}/{total} rows ({100 * done / max(total, 1):.1f}%), "
-            f"{rate:.1f} images/s, ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        return done

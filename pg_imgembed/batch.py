@@ -37,7 +37,7 @@ def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: 
             if failures is not None:
                 failures.append((position, exc))
                 return None
-            exc.detail = "; ".join(filter(None, [exc.detail, f"array element {position + 1}"]))
+            exc.add_detail(f"array element {position + 1}")
             raise
 
     out: list[np.ndarray | None] = [None] * len(images)

@@ -19,6 +19,10 @@ class ImgEmbedError(Exception):
         self.detail = detail
         self.hint = hint
 
+    def add_detail(self, context: str) -> None:
+        """Append where it happened (array element, model) to the detail."""
+        self.detail = "; ".join(filter(None, [self.detail, context]))
+
 
 class ImageError(ImgEmbedError):
     """The image bytes of one row are unusable. Triggers with on_error => 'null' absorb these."""

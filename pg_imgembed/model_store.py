@@ -73,8 +73,7 @@ class ModelStore:
         if onnx is None:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
         config = read_config(config_json)
-        onnx, model = prepare_pipeline(onnx, config, settings.threads)
-        dimensions = model.probe().size
+        onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
         existing = self.plpy.execute(self._by_name, [name])
         if existing.nrows() and not replace:
             raise DuplicateModel(
@@ -138,9 +137,10 @@ def read_config(config_json: str | None) -> ModelConfig | None:
         raise InvalidConfig(str(exc)) from None
 
 
-def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel]:
-    """The bytes to store and a ready model: a pipeline model as given (so an exported file comes
-    back with the same sha256), or a plain model built into one, checked against itself."""
+def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel, int]:
+    """The bytes to store, a ready model and its dimensions (from embedding a probe image): a
+    pipeline model as given (so an exported file comes back with the same sha256), or a plain
+    model built into one, checked against itself."""
     given = EmbeddingModel(onnx, config or ModelConfig(), threads=threads)
     if given.pipeline_spec is not None:
         if config is not None:
@@ -148,24 +148,25 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
                 "this is a pipeline model: its preprocessing is inside the file",
                 hint="Load it with config NULL, or rebuild it from the plain model to change the preprocessing.",
             )
-        return onnx, given
+        return onnx, given, given.probe().size
+    expected = given.probe()  # validates the plain model before building on it
     from .pipeline import build_pipeline  # needs the onnx package, only for building
 
     try:
-        pipeline = build_pipeline(onnx, config or ModelConfig())
+        pipeline = build_pipeline(onnx, config or ModelConfig(), given)
     except ImgEmbedError:
         raise
     except Exception as exc:  # onnx's checker and compose raise plain exceptions
         raise InvalidModel(f"cannot build a pipeline model from this model: {str(exc).splitlines()[0]}") from exc
     built = EmbeddingModel(pipeline, ModelConfig(), threads=threads)
-    expected, got = given.probe(), built.probe()
+    got = built.probe()
     cosine = float(np.dot(expected, got) / (np.linalg.norm(expected) * np.linalg.norm(got) or 1.0))
     if expected.shape != got.shape or cosine < 0.99999:
         raise InvalidModel(
             f"the pipeline built from this model disagrees with it on the probe image (cosine {cosine:.6f})",
             hint="Report this with the model: the in-graph preprocessing should match the reference exactly.",
         )
-    return pipeline, built
+    return pipeline, built, got.size
 
 
 def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:

@@ -19,27 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_model import InputGeometry, make_session, read_input_geometry, resolve_config
+from .embedding_model import EmbeddingModel, InputGeometry
 from .errors import InvalidModel
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
-from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, read_spec
+from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
 _P = "pg_imgembed/"  # prefix of the tensors the wrapper adds, so they cannot clash with the model's
 _MIN_OPSET = 9  # IsNaN/Where; the wrapper uses the model's own opset, as onnx.compose requires
 
 
-def build_pipeline(plain_onnx: bytes, config: ModelConfig) -> bytes:
-    """Wrap a plain model with its preprocessing and pooling; returns the pipeline's bytes."""
+def build_pipeline(plain_onnx: bytes, config: ModelConfig, plain: EmbeddingModel | None = None) -> bytes:
+    """Wrap a plain model with its preprocessing and pooling; returns the pipeline's bytes.
+    ``plain``: the same bytes already loaded with ``config`` (saves loading them again)."""
     import onnx
     from onnx import compose
 
-    session = make_session(plain_onnx, threads=1)
-    if read_spec(session) is not None:
+    plain = plain or EmbeddingModel(plain_onnx, config, threads=1)
+    if plain.pipeline_spec is not None:
         raise InvalidModel("the model is already a pg_imgembed pipeline model; load it without a config")
-    geometry = read_input_geometry(session, config.preprocess.layout)
-    resolved = resolve_config(config, geometry)
-    output = resolved.output.name or session.get_outputs()[0].name
-    rank = len(next(o for o in session.get_outputs() if o.name == output).shape)
+    geometry, resolved, output = plain.geometry, plain.config, plain.output_name
+    rank = len(next(o for o in plain.session.get_outputs() if o.name == output).shape)
 
     model = onnx.load_from_string(plain_onnx)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -117,7 +117,7 @@ class Server:
         try:
             vector = embedder.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
         except ImageError as exc:
-            exc.detail = "; ".join(filter(None, [exc.detail, f'model "{stored.name}"']))
+            exc.add_detail(f'model "{stored.name}"')
             raise
         text = vector_to_text(vector)
         self._last = ((key, settings), image, text)
@@ -132,7 +132,7 @@ class Server:
         try:
             vectors = embed_many(embedder, images, settings)
         except ImageError as exc:
-            exc.detail = "; ".join(filter(None, [exc.detail, f'model "{stored.name}"']))
+            exc.add_detail(f'model "{stored.name}"')
             raise
         self.images_embedded += sum(v is not None for v in vectors)
         return [vector_to_text(v) if v is not None else None for v in vectors]
@@ -140,14 +140,15 @@ class Server:
     def _session(self, stored: StoredModel, settings: Settings) -> EmbeddingModel:
         def load() -> EmbeddingModel:
             config = parse_config(json.loads(stored.config))
+            fetch = functools.cache(lambda: self.store.onnx_bytes(stored.sha256))  # at most one SPI read
             files = self.model_files(settings)
-            path = files.get(stored.sha256, lambda: self.store.onnx_bytes(stored.sha256)) if files else None
+            path = files.get(stored.sha256, fetch) if files else None
             if path is not None:
                 try:
                     return EmbeddingModel(path, config, threads=settings.threads)
                 except InvalidModel:  # a damaged cache file: drop it, use the table's bytes
                     files.discard(stored.sha256)  # type: ignore[union-attr]
-            return EmbeddingModel(self.store.onnx_bytes(stored.sha256), config, threads=settings.threads)
+            return EmbeddingModel(fetch(), config, threads=settings.threads)
 
         key = ModelKey(stored.sha256, stored.config, settings.threads)
         return self.cache.get(stored.name, key, load, settings.max_cached_models)

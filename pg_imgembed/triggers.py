@@ -31,6 +31,10 @@ def trigger_names(vector_column: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
+def relation_oid(plpy: Any, table: str) -> int:
+    return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+
+
 def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: str | None,
                  vector_column: str | None, model: str | None, on_error: str | None) -> StoredModel:
     """The checks shared by triggers and backfill: columns exist with the right types, the model
@@ -41,7 +45,7 @@ def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: 
         raise InvalidConfig(f"on_error must be 'error' or 'null', not {on_error!r}")
     if image_column == vector_column:
         raise InvalidColumn(f'image and vector column are both "{image_column}"')
-    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+    relid = relation_oid(plpy, table)
     image = _column(plpy, relid, table, image_column)
     if image["type"] != "bytea":
         raise InvalidColumn(
@@ -73,7 +77,7 @@ def create(plpy: Any, store: ModelStore, table: str, image_column: str,
     if mode not in MODES:
         raise InvalidConfig(f"mode must be 'sync' or 'async', not {mode!r}")
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
-    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+    relid = relation_oid(plpy, table)
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
     for name in (insert_name, update_name):
@@ -139,7 +143,7 @@ def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str
 
 
 def drop(plpy: Any, table: str, vector_column: str) -> None:
-    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
+    relid = relation_oid(plpy, table)
     found = plpy.execute(
         plpy.prepare("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2)", ["oid", "text[]"]),
         [relid, list(trigger_names(vector_column))],

@@ -33,7 +33,7 @@ from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError
 from .model_config import parse_config
-from .settings import read_settings
+from .settings import SETTING_NAMES, read_settings
 from .vector_text import vector_to_text
 
 log = logging.getLogger("pg_imgembed.worker")
@@ -140,7 +140,9 @@ class Worker:
     def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
         first = jobs[0]
         model = self._model(conn, first.model)
-        settings = read_settings(lambda guc: conn.execute("SELECT current_setting(%s, true)", (guc,)).fetchone()[0])
+        gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
+                                 (list(SETTING_NAMES),)).fetchall())
+        settings = read_settings(gucs.get)
         keys = list(first.row_key)
         q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
         pk = ", ".join(f"t.{q(k)}" for k in keys)
