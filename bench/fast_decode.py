@@ -2,10 +2,11 @@
 """Should ``preprocess.decode`` default to "fast" or "exact"? Evidence from a real model (prints
 tables; not a test).
 
-"fast" lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (``Image.draft``), never below the size
-the resize step needs, instead of decoding every pixel and then downscaling. That saves most of the
-decode time of a large photo, but the pixels reaching the model differ slightly (DCT-domain
-downscaling, then a shorter resize), so the embedding moves. Whether that matters is a question of
+"fast" lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (``Image.draft``), never below twice the
+size the resize step needs, instead of decoding every pixel and then downscaling, and resamples only
+what the centre crop keeps. That saves most of the decode time of a large photo, but the pixels
+reaching the model differ slightly (DCT-domain downscaling, then a shorter resize), so the
+embedding moves. Whether that matters is a question of
 retrieval, so this measures, on a set of real photos re-encoded at 0.3, 2 and 12 MP, with
 crops/flips/rotations/grain as near-duplicates:
 

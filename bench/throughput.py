@@ -13,10 +13,12 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
 - (e) INSERT into a table with a sync embedding trigger;
 - (f) INSERT without a trigger and with an async trigger, then ``pg-imgembed worker`` draining the
   queue (concurrency 2, batch 16, 1 onnxruntime thread per worker thread);
-- (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``.
+- (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``;
+- (d) and (h) again with a copy of the model whose ``preprocess.decode`` is "fast", and the cosine
+  between each photo's exact and fast vector (random weights: a harsher test than a trained model).
 
 In-database paths run with ``imgembed.intra_op_threads = 2``; (a) and (c) use the extension's
-onnxruntime session options (2 threads, idle threads do not spin). ms/image is the median over
+onnxruntime session options (2 threads that spin only while a call runs). ms/image is the median over
 ``--repeat`` runs of wall time / images. The queue paths (f) use ``--queue-rows`` rows (the photos
 repeated), so both worker threads get whole batches. The worker is compared with the machine
 limit, cores / (single-thread inference + single-thread decode and preprocess), since it is the
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 
 MODEL = "resnet50"
 CONFIG = {"template": "torchvision-resnet"}
+FAST_MODEL = "resnet50-fast"  # the same network, preprocess.decode "fast"
+FAST_CONFIG = {**CONFIG, "preprocess": {"decode": "fast"}}
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
 SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 PHOTO_DIR = resnet50.CACHE_DIR / "photos-v2"
@@ -84,6 +88,8 @@ PATHS = (
     ("f_worker", "(f) worker drains the queue (wall / N)"),
     ("g", "(g) embed_batch(array_agg(photo))"),
     ("h", "(h) CALL imgembed.backfill"),
+    ("d_update_fast", "(d) UPDATE img_embedding, decode fast"),
+    ("h_fast", "(h) backfill, decode fast"),
 )
 LIMIT_LABEL = "machine limit: cores / (1-thread infer + decode)"
 BULK_TARGETS = {"640x480": 1.10, "1920x1080": 1.25, "4000x3000": 1.60}  # backfill / UPDATE vs (a)
@@ -165,6 +171,7 @@ class SizeResult:
     ms: dict[str, float] = field(default_factory=dict)
     infer_1t_ms: float = 0.0
     decode_1t_ms: float = 0.0
+    fast_cosines: list[float] = field(default_factory=list)  # cosine(exact, fast vector) per photo
 
     @property
     def machine_limit(self) -> float:
@@ -188,8 +195,9 @@ class Bench:
         self.onnx_path = resnet50.cached()
         self.db = psycopg.connect(dsn, autocommit=True)
         self.db.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")
-        self.db.execute("SELECT * FROM imgembed.load_model(%s, %b, %s::jsonb)",
-                        (MODEL, self.onnx_path.read_bytes(), json.dumps(CONFIG)))
+        for name, config in ((MODEL, CONFIG), (FAST_MODEL, FAST_CONFIG)):
+            self.db.execute("SELECT * FROM imgembed.load_model(%s, %b, %s::jsonb)",
+                            (name, self.onnx_path.read_bytes(), json.dumps(config)))
         self.db.execute(f"SET imgembed.intra_op_threads = {THREADS}")
         self.runtime = json.loads(self.db.execute("SELECT imgembed.runtime()::text").fetchone()[0])
         onnx, config = self.db.execute("SELECT onnx, config::text FROM imgembed.model_store WHERE name = %s",
@@ -214,7 +222,8 @@ class Bench:
     def _warm_up(self) -> None:
         """Model sessions in this backend, the worker and the client; nothing timed pays a first call."""
         small = [photo(640, 480, i) for i in range(2)]
-        self.db.execute("SELECT vector_dims(img_embedding(%b, %s))", (small[0], MODEL))
+        for name in (MODEL, FAST_MODEL):
+            self.db.execute("SELECT vector_dims(img_embedding(%b, %s))", (small[0], name))
         self.db.execute("CREATE TABLE warm (id int PRIMARY KEY, photo bytea, e vector(2048))")
         self.db.execute("SELECT imgembed.create_embedding_trigger('warm', 'photo', 'e', %s, mode => 'async')", (MODEL,))
         with self.db.cursor() as cur:
@@ -318,6 +327,18 @@ class Bench:
         result.ms["h"] = per_image_ms(
             lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (photos, MODEL)), n, repeat,
             reset=lambda: db.execute(f"UPDATE {photos} SET e = NULL"))
+
+        # the bulk paths again with decode "fast", on a table of their own (lineage is per column)
+        fast = self.table(f"fast_{suffix}")
+        self.insert(fast, rows)
+        result.ms["d_update_fast"] = per_image_ms(
+            lambda: db.execute(f"UPDATE {fast} SET e = img_embedding(photo, %s)", (FAST_MODEL,)), n, repeat)
+        result.ms["h_fast"] = per_image_ms(
+            lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (fast, FAST_MODEL)), n, repeat,
+            reset=lambda: db.execute(f"UPDATE {fast} SET e = NULL"))
+        result.fast_cosines = [c for (c,) in db.execute(
+            f"SELECT 1 - (img_embedding(photo, %s) <=> img_embedding(photo, %s)) FROM {fast} ORDER BY id",
+            (MODEL, FAST_MODEL)).fetchall()]
         return result
 
 
@@ -357,6 +378,9 @@ def report(results: list[SizeResult], bench: Bench, elapsed: float) -> None:
         print(f"  {r.label:>10}: JPEG {r.photo_kb:7.0f} KiB avg; 1 thread: inference {r.infer_1t_ms:6.1f} ms, "
               f"decode+preprocess {r.decode_1t_ms:6.1f} ms; machine limit {r.machine_limit:5.1f} img/s; "
               f"worker {r.worker_rate:5.1f} img/s = {r.worker_rate / r.machine_limit:.2f} of it")
+    print("  cosine(decode exact, decode fast) per photo, min / median: "
+          + ", ".join(f"{r.label} {min(r.fast_cosines):.4f} / {statistics.median(r.fast_cosines):.4f}"
+                      for r in results))
     print("  sync trigger INSERT / (plain INSERT + SELECT img_embedding): "
           + ", ".join(f"{r.label} {r.ms['e'] / (r.ms['f_plain'] + r.ms['d_select']):.3f}" for r in results))
     print(f"  wall time of the run: {elapsed:.0f} s")
@@ -365,7 +389,8 @@ def report(results: list[SizeResult], bench: Bench, elapsed: float) -> None:
     for r in results:
         limit = BULK_TARGETS.get(r.label)
         if limit is not None:
-            for key, name in (("h", "backfill"), ("d_update", "UPDATE img_embedding")):
+            for key, name in (("h", "backfill"), ("d_update", "UPDATE img_embedding"),
+                              ("h_fast", "backfill, decode fast"), ("d_update_fast", "UPDATE, decode fast")):
                 checks.append((f"{r.label}: {name} {r.ratio(key):.2f}x (a) <= {limit:.2f}x", r.ratio(key) <= limit))
         sync = r.ms["e"] / r.ms["d_select"]
         checks.append((f"{r.label}: sync trigger INSERT {sync:.3f}x SELECT img_embedding <= 1.05x", sync <= 1.05))

@@ -32,7 +32,7 @@ def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: 
             return None
         try:
             img = model.decode(data, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
-            return model.preprocess(img)
+            return model.preprocess(img, exact=settings.force_exact_decode)
         except ImageError as exc:
             if failures is not None:
                 failures.append((position, exc))

@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 from . import __version__
 from .backfill import backfill
 from .batch import embed_many
+from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError, InvalidModel, ParallelModeError, RuntimeMismatch
 from .model_config import parse_config
@@ -99,7 +100,9 @@ class Server:
         return self._store
 
     def settings(self) -> Settings:
-        return read_settings(self.hooks.setting)
+        settings = read_settings(self.hooks.setting)
+        keep_buffers(settings.decode_buffer_mb)
+        return settings
 
     # ------------------------------------------------------------ embedding
 
@@ -212,7 +215,7 @@ class Server:
     def runtime(self) -> str:
         import numpy
         import onnxruntime
-        import PIL
+        import PIL.Image
 
         settings = self.settings()
         return json.dumps({
@@ -225,5 +228,6 @@ class Server:
             "providers": onnxruntime.get_available_providers(),
             "settings": {**settings.__dict__, "threads": settings.threads},
             "cached_sessions": len(self.cache),
+            "decode_buffer_blocks": PIL.Image.core.get_blocks_max(),
             "images_embedded": self.images_embedded,
         })

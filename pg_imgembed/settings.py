@@ -25,6 +25,7 @@ class Settings:
     force_exact_decode: bool = False  # ignore models' "fast" (JPEG DCT-scaled) decode mode
     max_cached_models: int = 4  # ONNX sessions a backend keeps; least recently used go first
     model_cache: str = ""  # directory of the per-server model file cache; "" = <data_directory>/pg_imgembed_models, "off"
+    decode_buffer_mb: int = 64  # freed image memory kept for the next decode; 0: give it back at once
 
     @property
     def threads(self) -> int:
@@ -46,6 +47,7 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
     _check_range("imgembed.max_image_pixels", settings.max_image_pixels, 1)
     _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 256)
     _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 1000)
+    _check_range("imgembed.decode_buffer_mb", settings.decode_buffer_mb, 0, 4096)
     return settings
 
 

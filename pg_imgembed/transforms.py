@@ -33,11 +33,13 @@ class ResizeShortestEdge:
     resample: str
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        width, height = img.size
+        return _resize(img, self.output_size(img.size), self.resample)
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        width, height = size
         short, long = (width, height) if width <= height else (height, width)
         new_long = int(self.size * long / short)
-        new_size = (self.size, new_long) if width <= height else (new_long, self.size)
-        return _resize(img, new_size, self.resample)
+        return (self.size, new_long) if width <= height else (new_long, self.size)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ class ResizeExact:
     resample: str
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return _resize(img, (self.width, self.height), self.resample)
+        return _resize(img, self.output_size(img.size), self.resample)
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return (self.width, self.height)
 
 
 def _resize(img: Image.Image, size: tuple[int, int], resample: str) -> Image.Image:
@@ -72,12 +77,15 @@ class CenterCrop:
     rounding: str = "floor"
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        width, height = img.size
-        if (width, height) == (self.width, self.height):
+        if img.size == (self.width, self.height):
             return img
-        top = self._offset(height - self.height)
-        left = self._offset(width - self.width)
-        return img.crop((left, top, left + self.width, top + self.height))
+        return img.crop(self.box(img.size))
+
+    def box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the crop in an image of ``size``; may reach outside it."""
+        left = self._offset(size[0] - self.width)
+        top = self._offset(size[1] - self.height)
+        return (left, top, left + self.width, top + self.height)
 
     def _offset(self, margin: int) -> int:
         if self.rounding != "round":
@@ -87,6 +95,43 @@ class CenterCrop:
             # top/left, then crops at 0; round(-1.5) == -2 would shift it one pixel too far.
             return -(-margin // 2)
         return int(round(margin / 2.0))
+
+
+@dataclass(frozen=True)
+class ResizeThenCrop:
+    """``resize`` then ``crop``, resampling only the columns the crop keeps (about half of a 16:9
+    photo's), then only its rows.
+
+    Pillow resamples a box of the source straight to the crop width: the same filter positions,
+    but Pillow takes the box as 32-bit floats and picks its fixed-point precision from the
+    coefficients it computes, so values can differ. Measured: when shrinking at least 2x with a
+    continuous filter, by at most one 8-bit level (on under 1% of values for a shortest-edge
+    resize, tested); for milder factors or upscaling, by several levels on a quarter of them, and
+    with filters that have steps (nearest, box) a shift can pick another pixel: those run as two
+    steps. The 2x case is where the saving matters: 3 ms of 7 at 1080p, 10 of 30 at 12 MP.
+    """
+
+    resize: ResizeShortestEdge | ResizeExact
+    crop: CenterCrop
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        width, height = img.size
+        new_width, new_height = self.resize.output_size(img.size)
+        left, top, right, bottom = self.crop.box((new_width, new_height))
+        inside = left >= 0 and top >= 0 and right <= new_width and bottom <= new_height
+        shrinks_2x = width >= 2 * new_width and height >= 2 * new_height
+        if not (inside and shrinks_2x and self.resize.resample in _CONTINUOUS):
+            return self.crop(self.resize(img))
+        resample = RESAMPLE[self.resize.resample]
+        scale_x, scale_y = width / new_width, height / new_height
+        # Columns, then rows, in two calls: one call with both boxes differs more (2 levels, 18% of values).
+        columns = img.resize((right - left, height), resample=resample,
+                             box=(left * scale_x, 0, right * scale_x, height), reducing_gap=None)
+        return columns.resize((right - left, bottom - top), resample=resample,
+                              box=(0, top * scale_y, right - left, bottom * scale_y), reducing_gap=None)
+
+
+_CONTINUOUS = {"bilinear", "bicubic", "lanczos", "hamming"}  # filters without steps; see ResizeThenCrop
 
 
 @dataclass(frozen=True)

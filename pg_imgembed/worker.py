@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .batch import embed_many
+from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError
 from .model_config import parse_config
@@ -143,6 +144,7 @@ class Worker:
         gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
                                  (list(SETTING_NAMES),)).fetchall())
         settings = read_settings(gucs.get)
+        keep_buffers(settings.decode_buffer_mb)
         keys = list(first.row_key)
         q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
         pk = ", ".join(f"t.{q(k)}" for k in keys)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pg_imgembed.decode import decode_image, sniff_format, to_rgb
+from pg_imgembed.decode import decode_image, keep_buffers, sniff_format, to_rgb
 from pg_imgembed.errors import ImageError, ImageTooLarge, UndecodableImage
 from tests.images import encode, jpeg, photo_like, png
 
@@ -454,3 +454,43 @@ def test_sniff_format_recognises_real_files(fmt, name):
 ])
 def test_sniff_format_signatures(data, name):
     assert sniff_format(data) == name
+
+
+def test_keep_buffers_reuses_the_memory_of_the_last_image_and_gives_it_back_when_lowered():
+    data = jpeg(photo_like(2048, 2048), quality=80)  # 16 MB of pixels: one of Pillow's blocks or more
+    before = Image.core.get_blocks_max()
+    try:
+        keep_buffers(64)
+        assert Image.core.get_blocks_max() == 64 * 2**20 // Image.core.get_block_size()
+        decode(data)
+        reused = Image.core.get_stats()["reused_blocks"]
+        decode(data)
+        assert Image.core.get_stats()["reused_blocks"] > reused
+        assert Image.core.get_stats()["blocks_cached"] > 0
+        keep_buffers(0)
+        assert Image.core.get_stats()["blocks_cached"] == 0
+    finally:
+        Image.core.set_blocks_max(before)
+
+
+def test_fast_mode_decodes_a_jpeg_at_twice_the_resize_and_resamples_only_the_crop():
+    from pg_imgembed.embedding_model import EmbeddingModel
+    from pg_imgembed.model_config import parse_config
+    from tests import onnx_models
+
+    config = {"preprocess": {"resize": {"shortest_edge": 64}, "center_crop": {"height": 56, "width": 56},
+                             "resample": "bilinear"}}
+    exact = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(config))
+    fast = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(
+        {"preprocess": {**config["preprocess"], "decode": "fast"}}))
+    data = jpeg(photo_like(1024, 768), quality=90)
+    # 1/4 scale (256x192) is the smallest at least 128 (2 x 64) on both sides; 1/8 would be 96 tall.
+    assert fast.decode(data, max_pixels=LIMIT).size == (256, 192)
+    assert exact.decode(data, max_pixels=LIMIT).size == (1024, 768)
+    exact_pixels = exact.preprocess(exact.decode(data, max_pixels=LIMIT))
+    fast_pixels = fast.preprocess(fast.decode(data, max_pixels=LIMIT))
+    assert fast_pixels.shape == exact_pixels.shape == (3, 56, 56)
+    assert 0 < float(np.abs(fast_pixels - exact_pixels).mean()) < 2.0  # close, not the same pixels
+    # force_exact_decode: the fast model then gives the exact pixels, crop resampling included.
+    forced = fast.preprocess(fast.decode(data, max_pixels=LIMIT, exact=True), exact=True)
+    np.testing.assert_array_equal(forced, exact_pixels)

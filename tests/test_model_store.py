@@ -117,6 +117,20 @@ def test_intra_op_threads_setting(conn):
     assert 1 <= conn.execute("SELECT imgembed.runtime()").fetchone()[0]["settings"]["threads"] <= 4
 
 
+def test_decode_buffer_setting_bounds_the_memory_kept_between_images(conn):
+    load_tiny(conn)
+    embed(conn, PHOTO)
+    blocks = lambda: conn.execute("SELECT (imgembed.runtime()->>'decode_buffer_blocks')::int").fetchone()[0]  # noqa: E731
+    assert blocks() == 4  # 64 MB in Pillow's 16 MB blocks
+    conn.execute("SET imgembed.decode_buffer_mb = 0")
+    embed(conn, PHOTO)
+    assert blocks() == 0
+    conn.execute("SET imgembed.decode_buffer_mb = 5000")
+    err = sql_error(conn, "SELECT img_embedding(%s)", (PHOTO,))
+    assert (err.sqlstate, err.diag.message_primary) == (
+        "22023", "pg_imgembed: imgembed.decode_buffer_mb must be between 0 and 4096, not 5000")
+
+
 def test_drop_model(conn):
     load_tiny(conn)
     conn.execute("SELECT imgembed.drop_model('tiny')")

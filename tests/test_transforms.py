@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from pg_imgembed.transforms import (
     RESAMPLE, CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge,
-    ReverseChannels, ToFloatArray, compose,
+    ResizeThenCrop, ReverseChannels, ToFloatArray, compose,
 )
 from tests.images import photo_like
 
@@ -168,6 +169,59 @@ def test_transforms_are_frozen_and_comparable():
         crop.height = 100  # type: ignore[misc]
     assert crop == CenterCrop(224, 224, "round")
     assert crop != CenterCrop(224, 224, "floor")
+
+
+# ---------------------------------------------------------------- ResizeThenCrop
+
+
+@functools.cache
+def cached_photo(width: int, height: int) -> Image.Image:
+    return photo_like(width, height, seed=width + height)
+
+
+def two_steps(resize, crop, img: Image.Image) -> np.ndarray:
+    return np.asarray(crop(resize(img))).astype(int)
+
+
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic", "lanczos", "hamming"])
+@pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (1023, 767), (3000, 2000), (800, 520)])
+@pytest.mark.parametrize("rounding", ["floor", "round"])
+def test_resize_then_crop_shrinking_2x_is_within_one_level_of_two_steps(resample, size, rounding):
+    img = cached_photo(*size)
+    for resize, crop in ((ResizeShortestEdge(256, resample), CenterCrop(224, 224, rounding)),
+                         (ResizeShortestEdge(248, resample), CenterCrop(200, 240, rounding)),
+                         (ResizeExact(300, 400, resample), CenterCrop(224, 384, rounding))):
+        fused = np.asarray(ResizeThenCrop(resize, crop)(img)).astype(int)
+        expected = two_steps(resize, crop, img)
+        assert fused.shape == expected.shape == (crop.height, crop.width, 3)
+        diff = np.abs(fused - expected)
+        assert diff.max() <= 1
+        assert (diff > 0).mean() < (0.01 if isinstance(resize, ResizeShortestEdge) else 0.2)
+
+
+@pytest.mark.parametrize("resample, size, resize_to, crop", [
+    ("bilinear", (640, 480), 256, 224),  # shrinks less than 2x
+    ("bicubic", (300, 200), 384, 384),  # enlarges
+    ("nearest", (1920, 1080), 256, 224),  # a filter with steps
+    ("box", (1920, 1080), 256, 224),
+    ("bicubic", (1920, 1080), 256, 300),  # the crop pads
+    ("bicubic", (1000, 256), 256, 224),  # no resize at all
+])
+def test_resize_then_crop_elsewhere_is_exactly_two_steps(resample, size, resize_to, crop):
+    img = photo_like(*size, seed=5)
+    resize, center = ResizeShortestEdge(resize_to, resample), CenterCrop(crop, crop, "round")
+    np.testing.assert_array_equal(np.asarray(ResizeThenCrop(resize, center)(img)).astype(int),
+                                  two_steps(resize, center, img))
+
+
+def test_resize_then_crop_keeps_the_centre_of_a_coordinate_image():
+    """The crop's box is where the two-step crop would be: a wide image's left margin is cut."""
+    y, x = np.mgrid[0:512, 0:2048]
+    img = Image.fromarray(np.stack([x // 8, y // 2, np.zeros_like(x)], axis=-1).astype(np.uint8), "RGB")
+    out = np.asarray(ResizeThenCrop(ResizeShortestEdge(128, "bilinear"), CenterCrop(64, 64))(img)).astype(int)
+    # 2048x512 -> 512x128, crop x 224..288, y 32..96 -> source x 896..1152, y 128..384
+    assert abs(out[0, 0, 0] - 896 // 8) <= 1 and abs(out[-1, -1, 0] - 1151 // 8) <= 1
+    assert abs(out[0, 0, 1] - 128 // 2) <= 1 and abs(out[-1, -1, 1] - 383 // 2) <= 1
 
 
 # ---------------------------------------------------------------- array transforms
