@@ -20,7 +20,7 @@ from contextlib import ExitStack
 import numpy as np
 import psycopg
 
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.devcluster import LocalCluster, fresh_database
 from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import parse_config
 from pg_imgembed.vector_text import vector_to_text
@@ -47,10 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     with ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(LocalCluster()).dsn
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS imgembed_bench")
-            conn.execute("CREATE DATABASE imgembed_bench")
-        dsn = psycopg.conninfo.make_conninfo(dsn, dbname="imgembed_bench")
+        dsn = fresh_database(dsn, "imgembed_bench")
         run(dsn, args.calls)
 
 

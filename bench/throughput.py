@@ -48,7 +48,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import resnet50
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.devcluster import LocalCluster, fresh_database
 from pg_imgembed.embedding_model import EmbeddingModel, make_session
 from pg_imgembed.model_config import parse_config
 from pg_imgembed.worker import Options, Worker
@@ -418,10 +418,7 @@ def main() -> None:
     started = time.perf_counter()
     with ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(LocalCluster()).dsn
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS imgembed_throughput")
-            conn.execute("CREATE DATABASE imgembed_throughput")
-        dsn = psycopg.conninfo.make_conninfo(dsn, dbname="imgembed_throughput")
+        dsn = fresh_database(dsn, "imgembed_throughput")
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pg_imgembed-throughput-")))
         bench = Bench(dsn, args.images, max(args.queue_rows, args.images), args.repeat, workdir)
         stack.callback(bench.db.close)

@@ -25,6 +25,17 @@ def pg_bindir() -> Path:
     return candidates[-1].parent
 
 
+def fresh_database(dsn: str, name: str) -> str:
+    """Drop and create database ``name`` on the server at ``dsn``; returns a DSN for it."""
+    import psycopg  # a client-side dependency: the server's runtime never imports this module
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -97,6 +97,9 @@ class CenterCrop:
         return int(round(margin / 2.0))
 
 
+_CONTINUOUS = {"bilinear", "bicubic", "lanczos", "hamming"}  # filters without steps; see ResizeThenCrop
+
+
 @dataclass(frozen=True)
 class ResizeThenCrop:
     """``resize`` then ``crop``, resampling only the columns the crop keeps (about half of a 16:9
@@ -131,9 +134,6 @@ class ResizeThenCrop:
                              box=(left * scale_x, 0, right * scale_x, height), reducing_gap=None)
         return columns.resize((right - left, bottom - top), resample=resample,
                               box=(0, top * scale_y, right - left, bottom * scale_y), reducing_gap=None)
-
-
-_CONTINUOUS = {"bilinear", "bicubic", "lanczos", "hamming"}  # filters without steps; see ResizeThenCrop
 
 
 @dataclass(frozen=True)

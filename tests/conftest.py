@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.devcluster import LocalCluster, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "imgembed_test_template"
@@ -71,10 +71,7 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
 
 @pytest.fixture(scope="session")
 def template_dsn(server_dsn: str) -> str:
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=TEMPLATE)
+    dsn = fresh_database(server_dsn, TEMPLATE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
     return dsn
