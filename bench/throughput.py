@@ -19,10 +19,13 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
 
 In-database paths run with ``imgembed.intra_op_threads = 2``; (a) and (c) use the extension's
 onnxruntime session options (2 threads, idle threads do not spin). ms/image is the median over
-``--repeat`` runs of wall time / images. The queue paths (f) use ``--queue-rows`` rows (the photos
+``--repeat`` runs of wall time / images. Paths compared by a ratio target (the sync trigger with
+the SELECT, async with plain INSERT) run in turn within each repeat, and every timed INSERT starts
+after a checkpoint and an OS sync. The queue paths (f) use ``--queue-rows`` rows (the photos
 repeated), so both worker threads get whole batches. The worker is compared with the machine
 limit, cores / (single-thread inference + single-thread decode and preprocess), since it is the
-path meant to keep every core busy. The model and photos are cached under /tmp/pg_imgembed-bench.
+path meant to keep every core busy; next to it the run prints how far decoding and inference
+really scale when every core does its own. The model and photos are cached under /tmp/pg_imgembed-bench.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -67,6 +71,7 @@ NOISE = 5.0  # sensor-like noise (sigma, 8-bit levels): 12 MP photos of ~2 MB at
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 THREADS = 2
+CORES = os.cpu_count() or 1
 WORKER = Options(concurrency=2, batch_size=16, once=True, threads=1)
 # fastembed's spelling of "shortest side to int(224 / 0.875) = 256, center crop 224" (bilinear).
 FASTEMBED_PREPROCESSOR = {
@@ -155,6 +160,31 @@ def per_image_ms(run: Callable[[], object], images: int, repeat: int,
     return statistics.median(totals) / images * 1000
 
 
+def interleaved_ms(runs: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], images: int,
+                   repeat: int) -> dict[str, float]:
+    """``per_image_ms`` for paths compared by a ratio: each repeat runs every path once, in turn,
+    so the slow drifts of a shared VM (page cache writeback, neighbours) hit both sides alike."""
+    totals: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeat):
+        for key, (run, reset) in runs.items():
+            if reset is not None:
+                reset()
+            start = time.perf_counter()
+            run()
+            totals[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) / images * 1000 for key, t in totals.items()}
+
+
+def parallel_ms(run: Callable[[object], object], items: list, threads: int) -> float:
+    """Wall time per item with ``threads`` threads each running every item: 1-thread time over
+    this is how well the work scales to the cores."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: [run(item) for item in items], range(threads)))  # warm
+        start = time.perf_counter()
+        list(pool.map(lambda _: [run(item) for item in items], range(threads)))
+        return (time.perf_counter() - start) / (len(items) * threads) * 1000
+
+
 def median_ms(run: Callable[[object], object], items: list) -> float:
     timings = []
     for item in items:
@@ -171,11 +201,13 @@ class SizeResult:
     ms: dict[str, float] = field(default_factory=dict)
     infer_1t_ms: float = 0.0
     decode_1t_ms: float = 0.0
+    infer_nt_ms: float = 0.0  # per image, every core running its own single-thread inference
+    decode_nt_ms: float = 0.0  # per image, every core decoding its own images
 
     @property
     def machine_limit(self) -> float:
         """Images/s with every core busy and nothing but single-thread decode + inference."""
-        return (os.cpu_count() or 1) / ((self.infer_1t_ms + self.decode_1t_ms) / 1000)
+        return CORES / ((self.infer_1t_ms + self.decode_1t_ms) / 1000)
 
     @property
     def worker_rate(self) -> float:
@@ -246,6 +278,14 @@ class Bench:
                             (name, MODEL, trigger))
         return name
 
+    def settle(self, statement: str | None = None) -> None:
+        """Before a timed INSERT: a checkpoint, and the OS page cache written back, so no run
+        pays for the writeback of the one before (12 MP rows write ~150 MB)."""
+        if statement:
+            self.db.execute(statement)
+        self.db.execute("CHECKPOINT")
+        os.sync()
+
     def insert(self, table: str, rows: list[tuple[int, bytes]]) -> None:
         with self.db.transaction(), self.db.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} (id, photo) VALUES (%s, %b)", rows)
@@ -262,8 +302,10 @@ class Bench:
         result.ms["a"] = per_image_ms(lambda: [self.session.run(None, {"pixel_values": t}) for t in tensors], n, repeat)
         ready = [self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9)) for f in files]
         result.infer_1t_ms = median_ms(lambda t: self.pipeline.run([t]), ready)
-        result.decode_1t_ms = median_ms(lambda f: self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9)),
-                                        files)
+        prepare = lambda f: self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9))  # noqa: E731
+        result.decode_1t_ms = median_ms(prepare, files)
+        result.infer_nt_ms = parallel_ms(lambda t: self.pipeline.run([t]), ready, CORES)
+        result.decode_nt_ms = parallel_ms(prepare, files, CORES)
 
         # (b) fastembed on the files
         paths = []
@@ -285,35 +327,33 @@ class Bench:
 
         result.ms["c"] = per_image_ms(client, n, repeat)
 
-        # (d) img_embedding in UPDATE and in SELECT
+        # (d) img_embedding in UPDATE and in SELECT; (e) the sync trigger, in turn with the SELECT
         result.ms["d_update"] = per_image_ms(
             lambda: db.execute(f"UPDATE {photos} SET e = img_embedding(photo, %s)", (MODEL,)), n, repeat)
-        result.ms["d_select"] = per_image_ms(
-            lambda: db.execute(f"SELECT sum(vector_dims(img_embedding(photo, %s))) FROM {photos}", (MODEL,)), n, repeat)
-
-        # (e) sync trigger
         sync = self.table(f"sync_{suffix}", "sync")
-        result.ms["e"] = per_image_ms(lambda: self.insert(sync, rows), n, repeat,
-                                      reset=lambda: db.execute(f"TRUNCATE {sync}; CHECKPOINT"))
+        result.ms.update(interleaved_ms({
+            "d_select": (lambda: db.execute(f"SELECT sum(vector_dims(img_embedding(photo, %s))) FROM {photos}",
+                                            (MODEL,)), None),
+            "e": (lambda: self.insert(sync, rows), lambda: self.settle(f"TRUNCATE {sync}")),
+        }, n, repeat))
 
-        # (f) plain and async INSERT of the queue rows, then the worker drains the queue
+        # (f) plain and async INSERT of the queue rows, in turn, then the worker drains the queue
         queue_rows = [(i, files[i % n]) for i in range(self.queue_rows)]
         plain, queued = self.table(f"plain_{suffix}"), self.table(f"async_{suffix}", "async")
-        result.ms["f_plain"] = per_image_ms(lambda: self.insert(plain, queue_rows), len(queue_rows), repeat,
-                                            reset=lambda: db.execute(f"TRUNCATE {plain}; CHECKPOINT"))
 
         def clear_queue() -> None:
-            db.execute(f"TRUNCATE {queued}")
             db.execute("DELETE FROM imgembed.queue WHERE tbl = %s::regclass", (queued,))
-            db.execute("CHECKPOINT")
+            self.settle(f"TRUNCATE {queued}")
 
         def enqueue() -> None:
             clear_queue()
             self.insert(queued, queue_rows)
-            db.execute("CHECKPOINT")
+            self.settle()
 
-        result.ms["f_async"] = per_image_ms(lambda: self.insert(queued, queue_rows), len(queue_rows), repeat,
-                                            reset=clear_queue)
+        result.ms.update(interleaved_ms({
+            "f_plain": (lambda: self.insert(plain, queue_rows), lambda: self.settle(f"TRUNCATE {plain}")),
+            "f_async": (lambda: self.insert(queued, queue_rows), clear_queue),
+        }, len(queue_rows), repeat))
         result.ms["f_worker"] = per_image_ms(self.worker.run, len(queue_rows), repeat, reset=enqueue)
         (left,) = db.execute(f"SELECT count(*) FROM {queued} WHERE e IS NULL").fetchone()
         if left:
@@ -362,7 +402,7 @@ def report(results: list[SizeResult], bench: Bench, elapsed: float) -> None:
     ratios = "".join(f"{ms / r.ms['a']:11.2f}x" for ms, r in zip(limits, results))
     print(f"{LIMIT_LABEL:{width}}{cells}  |{ratios}")
 
-    cores = os.cpu_count() or 1
+    cores = CORES
     print("\nreference numbers")
     print(f"  machine: {cores} cores, {cpu_model()}; python {platform.python_version()}; "
           f"client onnxruntime {ort.__version__}; server runtime: onnxruntime {bench.runtime.get('onnxruntime')}, "
@@ -374,6 +414,8 @@ def report(results: list[SizeResult], bench: Bench, elapsed: float) -> None:
         print(f"  {r.label:>10}: JPEG {r.photo_kb:7.0f} KiB avg; 1 thread: inference {r.infer_1t_ms:6.1f} ms, "
               f"decode+preprocess {r.decode_1t_ms:6.1f} ms; machine limit {r.machine_limit:5.1f} img/s; "
               f"worker {r.worker_rate:5.1f} img/s = {r.worker_rate / r.machine_limit:.2f} of it")
+        print(f"  {'':>10}  {cores} threads at once scale inference {r.infer_1t_ms / r.infer_nt_ms:.2f}x, "
+              f"decode+preprocess {r.decode_1t_ms / r.decode_nt_ms:.2f}x (the limit assumes {cores}x)")
     print("  sync trigger INSERT / (plain INSERT + SELECT img_embedding): "
           + ", ".join(f"{r.label} {r.ms['e'] / (r.ms['f_plain'] + r.ms['d_select']):.3f}" for r in results))
     print(f"  wall time of the run: {elapsed:.0f} s")

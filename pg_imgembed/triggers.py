@@ -185,18 +185,18 @@ class RowHandler:
 
     def on_row(self, td: dict[str, Any]) -> str:
         image_column, vector_column, model, on_error = td["args"]
-        row = td["new"]
-        image = row[image_column]
-        if image is None:
-            row[vector_column] = None
-            return "MODIFY"
-        try:
-            row[vector_column] = self.embed(image, model)
-        except ImageError as exc:
-            if on_error != "null":
-                raise
-            row[vector_column] = None
-            self._record(td, model, exc)
+        image = td["new"][image_column]
+        vector = None
+        if image is not None:
+            try:
+                vector = self.embed(image, model)
+            except ImageError as exc:
+                if on_error != "null":
+                    raise
+                self._record(td, model, exc)
+        # PL/Python converts back every column left in TD["new"]: keeping only the vector spares
+        # a copy of the image (and the input functions of every other column) on each row.
+        td["new"] = {vector_column: vector}
         return "MODIFY"
 
     def _record(self, td: dict[str, Any], model: str, exc: ImageError) -> None:

@@ -49,6 +49,11 @@ UPDATE imgembed.queue q
 RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
           q.row_key, q.enqueued_at, q.attempts"""
 
+# The generated enqueue functions (triggers.enqueue_function) carry the trigger's arguments.
+BINDING = """
+SELECT t.tgargs FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+ WHERE t.tgrelid = %s AND p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\\_%%'"""
+
 
 @dataclass(frozen=True)
 class Options:
@@ -124,7 +129,7 @@ class Worker:
     def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
         groups: dict[tuple[int, str, str, str], list[Job]] = defaultdict(list)
         for job in jobs:
-            groups[(job.relid, job.image_column, job.vector_column, job.model)].append(job)
+            groups[(job.relid, job.vector_column)].append(job)
         for group in groups.values():
             try:
                 with conn.transaction():
@@ -140,7 +145,14 @@ class Worker:
 
     def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
         first = jobs[0]
-        model = self._model(conn, first.model)
+        binding = self._binding(conn, first.relid, first.vector_column)
+        if binding is None:
+            log.warning("%s.%s has no async embedding trigger any more: dropping %d jobs",
+                        first.tbl, first.vector_column, len(jobs))
+            self._finish(conn, jobs)
+            return 0, 0
+        image_column, model_name = binding
+        model = self._model(conn, model_name)
         gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
                                  (list(SETTING_NAMES),)).fetchall())
         settings = read_settings(gucs.get)
@@ -153,36 +165,35 @@ class Worker:
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s AND attname = %s",
             (first.relid, first.vector_column)).fetchone()
         rows = conn.execute(
-            f"SELECT r.n, t.{q(first.image_column)}, t.xmin::text FROM jsonb_array_elements(%s::jsonb) "
+            f"SELECT r.n, t.{q(image_column)}, t.xmin::text FROM jsonb_array_elements(%s::jsonb) "
             f"WITH ORDINALITY AS r(key, n) CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, r.key) k "
             f"JOIN {first.tbl} t ON ROW({pk}) = ROW({kk})",
-            (json.dumps([j.row_key for j in jobs]),)).fetchall()
+            (json.dumps([j.row_key for j in jobs]),), binary=True).fetchall()
         found = {n - 1: (image, xmin) for n, image, xmin in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
         vectors = embed_many(model, [found[i][0] for i in present], settings, failures)
         failed_at = {present[p]: exc for p, exc in failures}
-        done = failed = 0
-        for i, job in enumerate(jobs):
-            if i in failed_at:
-                exc = failed_at[i]
-                conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
-                             (job.tbl, json.dumps(job.row_key), job.model, exc.sqlstate, f"worker: {exc.message}"))
-                self._finish(conn, job)
-                failed += 1
-            elif i in found and found[i][0] is not None:
-                vector = vectors[present.index(i)]
-                written = conn.execute(
-                    f"UPDATE {first.tbl} t SET {q(job.vector_column)} = %s::{vector_type} "
-                    f"FROM jsonb_populate_record(NULL::{first.tbl}, %s::jsonb) k "
-                    f"WHERE ROW({pk}) = ROW({kk}) AND t.xmin = %s::xid",
-                    (vector_to_text(vector), json.dumps(job.row_key), found[i][1])).rowcount
-                if written:
-                    done += self._finish(conn, job)
-                else:  # the row changed since it was read: try again with what it holds now
-                    self._release(conn, job)
-            else:  # the row is gone, or its image is NULL (the trigger set the vector NULL)
-                self._finish(conn, job)
+        for i, exc in failed_at.items():
+            job = jobs[i]
+            conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
+                         (job.tbl, json.dumps(job.row_key), model_name, exc.sqlstate, f"worker: {exc.message}"))
+        embedded = [(i, vectors[p]) for p, i in enumerate(present) if i not in failed_at]
+        # One statement per batch, not per row: workers on other hosts pay a round trip each.
+        written = {n for (n,) in conn.execute(
+            f"UPDATE {first.tbl} t SET {q(first.vector_column)} = v.vec::{vector_type} "
+            "FROM unnest(%s::int[], %s::jsonb[], %s::text[], %s::xid[]) AS v(n, key, vec, xmin) "
+            f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, v.key) k "
+            f"WHERE ROW({pk}) = ROW({kk}) AND t.xmin = v.xmin RETURNING v.n",
+            ([i for i, _ in embedded], [json.dumps(jobs[i].row_key) for i, _ in embedded],
+             [vector_to_text(v) for _, v in embedded], [found[i][1] for i, _ in embedded])).fetchall()}
+        # Written, failed for good, or nothing left to embed (row gone, image NULL): the job ends.
+        # A row that changed since it was read is left for another try with what it holds now.
+        ending = [i for i in range(len(jobs)) if i in written or i in failed_at or i not in present]
+        deleted = self._finish(conn, [jobs[i] for i in ending])
+        done = sum(jobs[i].id in deleted for i in written)
+        failed = sum(jobs[i].id in deleted for i in failed_at)
+        self._release(conn, [job.id for job in jobs if job.id not in deleted])
         conn.execute(
             "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
@@ -190,17 +201,31 @@ class Worker:
             (first.relid, first.vector_column, done, failed))
         return done, failed
 
-    def _finish(self, conn: Any, job: Job) -> int:
-        """Drop the job unless it was re-queued meanwhile (its image changed again)."""
-        deleted = conn.execute("DELETE FROM imgembed.queue WHERE id = %s AND enqueued_at = %s",
-                               (job.id, job.enqueued_at)).rowcount
-        if not deleted:
-            self._release(conn, job)
-        return deleted
+    def _binding(self, conn: Any, relid: int, vector_column: str) -> tuple[str, str] | None:
+        """(image column, model) of the table's async trigger for this column. Taken from the
+        trigger, which only the table's owner can create, rather than from the job, which any
+        writer of the table could have edited."""
+        for (args,) in conn.execute(BINDING, (relid,)).fetchall():
+            image_column, column, model, _on_error = (a.decode() for a in bytes(args).split(b"\0")[:-1])
+            if column == vector_column:
+                return image_column, model
+        return None
 
-    def _release(self, conn: Any, job: Job) -> None:
-        conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, "
-                     "attempts = greatest(attempts - 1, 0) WHERE id = %s", (job.id,))
+    def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
+        """Drop the jobs, except those re-queued meanwhile (their image changed again, so they
+        stay for the newer image); returns the ids dropped."""
+        if not jobs:
+            return set()
+        return {job_id for (job_id,) in conn.execute(
+            "DELETE FROM imgembed.queue q USING unnest(%s::bigint[], %s::timestamptz[]) AS f(id, at) "
+            "WHERE q.id = f.id AND q.enqueued_at = f.at RETURNING q.id",
+            ([j.id for j in jobs], [j.enqueued_at for j in jobs])).fetchall()}
+
+    def _release(self, conn: Any, ids: Sequence[int]) -> None:
+        """Back to the queue for another try, without counting this one as an attempt."""
+        if ids:
+            conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, "
+                         "attempts = greatest(attempts - 1, 0) WHERE id = ANY(%s::bigint[])", (list(ids),))
 
     def _retry_later(self, conn: Any, jobs: list[Job], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -74,7 +74,16 @@ CREATE TABLE imgembed.lineage (
     PRIMARY KEY (tbl, vector_column)
 );
 COMMENT ON TABLE imgembed.lineage IS 'Model sha256 behind each embedded column; see imgembed.vector_lineage';
-GRANT SELECT, INSERT, UPDATE ON imgembed.lineage TO PUBLIC;  -- written by triggers'/backfill's callers
+-- Written by the callers of create_embedding_trigger and backfill. A row says which model made a
+-- column's vectors, so only a role that may write that column may write its row.
+GRANT SELECT, INSERT, UPDATE ON imgembed.lineage TO PUBLIC;
+ALTER TABLE imgembed.lineage ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lineage_read ON imgembed.lineage FOR SELECT USING (true);
+CREATE POLICY lineage_add ON imgembed.lineage FOR INSERT
+    WITH CHECK (pg_catalog.has_column_privilege(tbl, vector_column, 'UPDATE'));
+CREATE POLICY lineage_change ON imgembed.lineage FOR UPDATE
+    USING (pg_catalog.has_column_privilege(tbl, vector_column, 'UPDATE'))
+    WITH CHECK (pg_catalog.has_column_privilege(tbl, vector_column, 'UPDATE'));
 SELECT pg_catalog.pg_extension_config_dump('imgembed.lineage', '');
 
 CREATE VIEW imgembed.vector_lineage AS
@@ -104,8 +113,13 @@ CREATE TABLE imgembed.queue (
 CREATE UNIQUE INDEX queue_one_job_per_row ON imgembed.queue (tbl, vector_column, row_key);
 CREATE INDEX queue_ready ON imgembed.queue (not_before, id);
 COMMENT ON TABLE imgembed.queue IS 'Rows waiting for an embedding from a pg-imgembed worker';
--- The enqueueing triggers run as the writing user.
+-- The enqueueing triggers run as the writing user: each role reaches only the jobs of tables it
+-- may write. (Workers take the model and image column from the table's trigger, not the job.)
 GRANT SELECT, INSERT, UPDATE ON imgembed.queue TO PUBLIC;
+ALTER TABLE imgembed.queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY queue_writers ON imgembed.queue
+    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
+    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
 GRANT USAGE ON SEQUENCE imgembed.queue_id_seq TO PUBLIC;
 
 CREATE TABLE imgembed.queue_stats (

@@ -1,6 +1,7 @@
 """Lineage: replacing a model makes a column's vectors stale; backfill re-embeds them, resumably."""
 
 import numpy as np
+import psycopg
 
 from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, load_model, load_tiny, sql_error, vector
@@ -84,3 +85,22 @@ def test_stale_table_without_primary_key_is_a_clear_error(conn):
     load_model(conn, "tiny", onnx_models.conv_net(), NEW_CONFIG, replace=True)
     err = sql_error(conn, "CALL imgembed.backfill('nokey', 'photo', 'e')")
     assert err.diag.message_primary == "pg_imgembed: re-embedding the stale vectors of nokey needs a primary key to resume by"
+
+
+def test_only_roles_that_may_write_a_column_write_its_lineage(conn, dsn):
+    setup(conn)
+    conn.execute("CREATE TABLE other_items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+    conn.execute("CREATE ROLE app LOGIN")
+    try:
+        conn.execute("GRANT SELECT, INSERT ON items TO app")
+        conn.execute("GRANT SELECT, UPDATE (embedding) ON other_items TO app")
+        with psycopg.connect(dsn, user="app", autocommit=True) as app:
+            assert app.execute("UPDATE imgembed.lineage SET sha256 = 'forged'").rowcount == 0  # items: insert only
+            err = sql_error(app, "INSERT INTO imgembed.lineage (tbl, vector_column, model, sha256) "
+                                 "VALUES ('items', 'photo', 'tiny', 'forged')")
+            assert err.sqlstate == "42501"
+            app.execute("INSERT INTO imgembed.lineage (tbl, vector_column, model, sha256) "
+                        "VALUES ('other_items', 'embedding', 'tiny', 'x')")  # a column it may write
+        assert lineage(conn)[0] == ("items", "embedding", "tiny", False, False)
+    finally:
+        conn.execute("DROP OWNED BY app; DROP ROLE app")

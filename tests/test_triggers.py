@@ -54,6 +54,25 @@ def test_update_leaving_the_image_alone_does_not_re_embed(items):
     assert stored(items, row_id).tolist() == [1, 0, 0, 0]
 
 
+def test_other_columns_pass_through_untouched(items):
+    # A user trigger that fires before ours (names sort first) edits another column; ours writes
+    # only the vector, so that edit and every other value arrive exactly as given.
+    items.execute("ALTER TABLE items ADD COLUMN meta jsonb, ADD COLUMN price numeric, ADD COLUMN tags text[], "
+                  "ADD COLUMN thumb bytea, ADD COLUMN taken timestamptz")
+    items.execute("CREATE FUNCTION tag_label() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN NEW.label := 'tagged:' || NEW.label; RETURN NEW; END $$")
+    items.execute("CREATE TRIGGER a_tag BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION tag_label()")
+    values = ("x", '{"b": [1, 2.50, null], "a": "\\u00e9"}', "12345678901234567890.000000000001",
+              ["a b", "é", None], b"\x00\xff\x00", "2026-11-21 10:00:00.123456+00")
+    (row_id,) = items.execute(
+        "INSERT INTO items (label, meta, price, tags, thumb, taken, photo) VALUES (%s, %s::jsonb, %s::numeric, %s, %s, "
+        "%s::timestamptz, %s) RETURNING id", (*values, PHOTO)).fetchone()
+    row = items.execute("SELECT label, meta::text, price::text, tags, thumb, taken = %s::timestamptz, photo "
+                        "FROM items WHERE id = %s", (values[-1], row_id)).fetchone()
+    assert row == ("tagged:x", '{"a": "é", "b": [1, 2.50, null]}', values[2], values[3], values[4], True, PHOTO)
+    np.testing.assert_array_equal(stored(items, row_id), embed(items, PHOTO))
+
+
 def test_image_set_to_null_gives_null(items):
     (row_id,) = items.execute("INSERT INTO items (photo) VALUES (%s) RETURNING id", (PHOTO,)).fetchone()
     items.execute("UPDATE items SET photo = NULL WHERE id = %s", (row_id,))

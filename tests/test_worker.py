@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from pg_imgembed.worker import Options, Worker
-from tests import images
-from tests.helpers import embed, load_tiny, sql_error, vector
+from tests import images, onnx_models
+from tests.helpers import embed, load_model, load_tiny, sql_error, vector
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(8)]
 N = 40
@@ -62,6 +62,43 @@ def test_worker_writes_the_in_database_vectors(queued, dsn):
     assert (worker.done, worker.failed) == (N, 0)
     assert_all_embedded_once(queued)
     assert status(queued) == (0, 0, 0, N)
+
+
+def test_the_worker_embeds_with_the_triggers_model_not_the_jobs(queued, dsn):
+    # Any writer of the table can edit its jobs; only its owner can change the trigger.
+    load_model(queued, "other", onnx_models.conv_net(), {"preprocess": {"mean": [0.5] * 3, "std": [0.5] * 3}})
+    queued.execute("UPDATE imgembed.queue SET model = 'other', image_column = 'label'")
+    work(dsn)
+    assert_all_embedded_once(queued)
+
+
+def test_jobs_outliving_their_async_trigger_are_dropped(queued, dsn):
+    queued.execute("SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
+    worker = work(dsn)
+    assert (worker.done, worker.failed) == (0, 0)
+    assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
+    assert queued.execute("SELECT count(embedding) FROM items").fetchone()[0] == 0
+
+
+def test_writers_reach_only_the_jobs_of_tables_they_may_write(queued, dsn):
+    queued.execute("CREATE TABLE secret (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+    queued.execute("SELECT imgembed.create_embedding_trigger('secret', 'photo', 'embedding', mode => 'async')")
+    queued.execute("INSERT INTO secret VALUES (1, %s)", (PHOTOS[0],))
+    queued.execute("CREATE ROLE app LOGIN")
+    try:
+        queued.execute("GRANT SELECT, INSERT ON items TO app")
+        with psycopg.connect(dsn, user="app", autocommit=True) as app:
+            app.execute("INSERT INTO items (id, photo) VALUES (%s, %s)", (N + 1, PHOTOS[1]))  # enqueues as app
+            assert app.execute("SELECT DISTINCT tbl::text FROM imgembed.queue").fetchall() == [("items",)]
+            assert app.execute("UPDATE imgembed.queue SET not_before = 'infinity' "
+                               "WHERE tbl = 'secret'::regclass").rowcount == 0
+            err = sql_error(app, "INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key) "
+                                 """VALUES ('secret', 'photo', 'embedding', 'tiny', '{"id": 2}')""")
+            assert err.sqlstate == "42501" and "row-level security" in str(err)
+        assert queued.execute("SELECT count(*), count(*) FILTER (WHERE not_before = '-infinity') "
+                              "FROM imgembed.queue").fetchone() == (N + 2, N + 2)
+    finally:
+        queued.execute("DROP OWNED BY app; DROP ROLE app")
 
 
 def test_several_workers_share_the_queue(queued, dsn):
