@@ -127,7 +127,7 @@ class Worker:
         return [Job(*row) for row in sorted(rows)]
 
     def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
-        groups: dict[tuple[int, str, str, str], list[Job]] = defaultdict(list)
+        groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
         for job in jobs:
             groups[(job.relid, job.vector_column)].append(job)
         for group in groups.values():
