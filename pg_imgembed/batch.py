@@ -21,10 +21,12 @@ RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small
 
 
 def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings,
-               failures: list[tuple[int, ImageError]] | None = None) -> list[np.ndarray | None]:
+               failures: list[tuple[int, ImageError]] | None = None,
+               decode_threads: int | None = None) -> list[np.ndarray | None]:
     """One vector per image, None where the image is None. A bad image raises its ImageError
     with the 1-based array position in the detail, or, if ``failures`` is given, gets None and
-    its (position, error) is appended there."""
+    its (position, error) is appended there. Decoding uses ``decode_threads`` threads, by default
+    as many as onnxruntime (at most 4: a backend shares the host)."""
 
     def prepare(position: int) -> np.ndarray | None:
         data = images[position]
@@ -49,7 +51,7 @@ def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: 
                 out[position] = vector
             pending.clear()
 
-    workers = max(1, min(settings.threads, 4))
+    workers = max(1, decode_threads or min(settings.threads, 4))
     window = workers + RUN_BATCH  # decoded tensors in flight: bounded memory for any array size
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgembed-decode") as pool:
         in_flight: deque[tuple[int, Future[np.ndarray | None]]] = deque()

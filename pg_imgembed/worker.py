@@ -63,6 +63,7 @@ class Options:
     max_attempts: int = 5
     retry_base_s: float = 2.0
     threads: int = 1  # onnxruntime threads per worker thread
+    decode_threads: int = 0  # per worker thread; 0: the cores shared out among the worker threads
     idle_s: float = 1.0
     once: bool = False  # stop when the queue has nothing ready
 
@@ -88,6 +89,9 @@ class Worker:
         self.stop = threading.Event()
         self._models: dict[str, tuple[str, EmbeddingModel]] = {}
         self._models_lock = threading.Lock()
+        # A worker owns its host, unlike a backend: large photos are bound by decoding, so by
+        # default every core decodes (a GPU host's inference leaves them all to it).
+        self.decode_threads = options.decode_threads or max(1, (os.cpu_count() or 1) // options.concurrency)
         self.done = 0
         self.failed = 0
         self._count_lock = threading.Lock()
@@ -172,7 +176,7 @@ class Worker:
         found = {n - 1: (image, xmin) for n, image, xmin in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(model, [found[i][0] for i in present], settings, failures)
+        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
             job = jobs[i]
@@ -268,6 +272,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attempts", type=int, default=5, help="tries before a job is given up (default 5)")
     parser.add_argument("--retry-base", type=float, default=2.0, help="first retry delay in seconds, doubling (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker thread (default 1)")
+    parser.add_argument("--decode-threads", type=int, default=0,
+                        help="image decoding threads per worker thread (default: cores / concurrency)")
     parser.add_argument("--once", action="store_true", help="exit when no job is ready")
 
 
@@ -275,10 +281,11 @@ def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
-                                       threads=args.threads, once=args.once))
+                                       threads=args.threads, decode_threads=args.decode_threads, once=args.once))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
-    log.info("started %s: concurrency %d, batch size %d", worker.name, args.concurrency, args.batch_size)
+    log.info("started %s: concurrency %d, batch size %d, %d decode threads each", worker.name, args.concurrency,
+             args.batch_size, worker.decode_threads)
     worker.run()
     log.info("stopped: %d embedded, %d failed", worker.done, worker.failed)
 

@@ -1,5 +1,6 @@
 """Async triggers and pg-imgembed worker: queue, shared workers, retries, leases, SIGTERM."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -99,6 +100,15 @@ def test_writers_reach_only_the_jobs_of_tables_they_may_write(queued, dsn):
                               "FROM imgembed.queue").fetchone() == (N + 2, N + 2)
     finally:
         queued.execute("DROP OWNED BY app; DROP ROLE app")
+
+
+def test_decode_threads_default_to_the_cores_shared_among_worker_threads(queued, dsn):
+    cores = os.cpu_count() or 1
+    assert Worker(dsn, Options(concurrency=1)).decode_threads == cores
+    assert Worker(dsn, Options(concurrency=2 * cores)).decode_threads == 1
+    worker = work(dsn, decode_threads=3, batch_size=7)
+    assert worker.decode_threads == 3 and (worker.done, worker.failed) == (N, 0)
+    assert_all_embedded_once(queued)
 
 
 def test_several_workers_share_the_queue(queued, dsn):
