@@ -91,7 +91,7 @@ class Worker:
         self._models_lock = threading.Lock()
         # A worker owns its host, unlike a backend: large photos are bound by decoding, so by
         # default every core decodes (a GPU host's inference leaves them all to it).
-        self.decode_threads = options.decode_threads or max(1, (os.cpu_count() or 1) // options.concurrency)
+        self.decode_threads = options.decode_threads or max(1, (os.cpu_count() or 1) // max(1, options.concurrency))
         self.done = 0
         self.failed = 0
         self._count_lock = threading.Lock()
