@@ -179,9 +179,7 @@ class Worker:
         vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
-            job = jobs[i]
-            conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
-                         (job.tbl, json.dumps(job.row_key), model_name, exc.sqlstate, f"worker: {exc.message}"))
+            _record_error(conn, jobs[i], model_name, exc.sqlstate, f"worker: {exc.message}")
         embedded = [(i, vectors[p]) for p, i in enumerate(present) if i not in failed_at]
         # One statement per batch, not per row: workers on other hosts pay a round trip each.
         written = {n for (n,) in conn.execute(
@@ -198,11 +196,7 @@ class Worker:
         done = sum(jobs[i].id in deleted for i in written)
         failed = sum(jobs[i].id in deleted for i in failed_at)
         self._release(conn, [job.id for job in jobs if job.id not in deleted])
-        conn.execute(
-            "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
-            "failed = imgembed.queue_stats.failed + EXCLUDED.failed",
-            (first.relid, first.vector_column, done, failed))
+        _count(conn, first, done, failed)
         return done, failed
 
     def _binding(self, conn: Any, relid: int, vector_column: str) -> tuple[str, str] | None:
@@ -236,14 +230,10 @@ class Worker:
         try:
             for job in jobs:
                 if job.attempts >= self.options.max_attempts:
-                    conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
-                                 (job.tbl, json.dumps(job.row_key), job.model, getattr(exc, "sqlstate", None) or "XX000",
-                                  f"worker gave up after {job.attempts} attempts: {message}"))
+                    _record_error(conn, job, job.model, getattr(exc, "sqlstate", None) or "XX000",
+                                  f"worker gave up after {job.attempts} attempts: {message}")
                     conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
-                    conn.execute(
-                        "INSERT INTO imgembed.queue_stats (tbl, vector_column, failed) VALUES (%s, %s, 1) "
-                        "ON CONFLICT (tbl, vector_column) DO UPDATE SET failed = imgembed.queue_stats.failed + 1",
-                        (job.relid, job.vector_column))
+                    _count(conn, job, done=0, failed=1)
                 else:
                     delay = min(self.options.retry_base_s * 2 ** (job.attempts - 1), 300.0)
                     conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, last_error = %s, "
@@ -263,6 +253,20 @@ class Worker:
                 self._models[name] = (sha, EmbeddingModel(bytes(onnx), parse_config(json.loads(config)),
                                                           threads=self.options.threads))
             return self._models[name][1]
+
+
+def _record_error(conn: Any, job: Job, model: str, sqlstate: str, message: str) -> None:
+    conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
+                 (job.tbl, json.dumps(job.row_key), model, sqlstate, message))
+
+
+def _count(conn: Any, job: Job, done: int, failed: int) -> None:
+    """Add to the done/failed totals of the job's table and column (imgembed.queue_status)."""
+    conn.execute(
+        "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
+        "failed = imgembed.queue_stats.failed + EXCLUDED.failed",
+        (job.relid, job.vector_column, done, failed))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
