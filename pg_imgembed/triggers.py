@@ -128,7 +128,11 @@ def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str
     plpy.execute(f"""
         CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
         BEGIN
-            NEW.{q(vector_column)} := NULL;  -- the old vector belongs to the old image
+            -- The old vector belongs to the old image. Assigning to NEW makes PL/pgSQL copy the
+            -- whole row, image included (640x480 INSERT: 1.28x -> 1.03x a plain one), so only when needed.
+            IF NEW.{q(vector_column)} IS NOT NULL THEN
+                NEW.{q(vector_column)} := NULL;
+            END IF;
             IF NEW.{q(image_column)} IS NOT NULL THEN
                 INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key)
                 VALUES (TG_RELID, {lit(image_column)}, {lit(vector_column)}, {lit(model)}, {row_key})

@@ -58,6 +58,17 @@ def test_async_insert_only_enqueues(queued):
     assert age
 
 
+def test_async_trigger_clears_only_vectors_of_another_image(queued):
+    queued.execute("INSERT INTO items (id, photo, embedding) VALUES (100, %s, '[1,2,3,4]')", (PHOTOS[0],))
+    queued.execute("UPDATE items SET embedding = '[1,2,3,4]' WHERE id IN (1, 2, 3)")
+    queued.execute("UPDATE items SET label = 'relabelled' WHERE id = 1")
+    queued.execute("UPDATE items SET photo = photo WHERE id = 2")
+    queued.execute("UPDATE items SET photo = %s WHERE id = 3", (PHOTOS[0],))
+    kept = queued.execute("SELECT id FROM items WHERE embedding IS NOT NULL ORDER BY id").fetchall()
+    assert kept == [(1,), (2,)]
+    assert status(queued) == (N + 1, 0, 0, 0)
+
+
 def test_worker_writes_the_in_database_vectors(queued, dsn):
     worker = work(dsn, batch_size=7)
     assert (worker.done, worker.failed) == (N, 0)
