@@ -6,7 +6,9 @@ layout) is read from the model's input shape, and the resolved config is what ge
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +21,7 @@ from .model_config import ModelConfig, Resize
 from .pipeline_spec import built_config, outside_config, read_spec
 from .transforms import (
     CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge, ResizeThenCrop,
-    ReverseChannels, ToFloatArray, compose,
+    ReverseChannels, ToFloatArray, compose, resize_threads,
 )
 
 MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
@@ -179,6 +181,7 @@ class EmbeddingModel:
 
     def __init__(self, source: bytes | Path, config: ModelConfig, *, threads: int = 1):
         self.session = make_session(source, threads)
+        self.threads = threads
         self.pipeline_spec = read_spec(self.session)
         if self.pipeline_spec is not None:  # a pipeline model carries its own config
             config = outside_config(self.pipeline_spec)
@@ -239,7 +242,15 @@ class EmbeddingModel:
 
     def embed(self, data: bytes, *, max_pixels: int, exact: bool = False) -> np.ndarray:
         img = self.decode(data, max_pixels=max_pixels, exact=exact)
-        return self.run([self.preprocess(img, exact=exact)])[0]
+        with resize_threads(self._resize_pool, self.threads):
+            tensor = self.preprocess(img, exact=exact)
+        return self.run([tensor])[0]
+
+    @cached_property
+    def _resize_pool(self) -> ThreadPoolExecutor:
+        # One image at a time: the session's threads sleep while it is resized, so the resize may
+        # take their cores. (Threads start on first use: none with threads=1 or small images.)
+        return ThreadPoolExecutor(self.threads, thread_name_prefix="imgembed-resize")
 
     def probe(self) -> np.ndarray:
         """Embed a synthetic photo-sized image (validates the model); returns its vector."""

@@ -8,7 +8,12 @@ because a stored vector is only useful if it equals the one the model's own pipe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -57,11 +62,73 @@ class ResizeExact:
         return (self.width, self.height)
 
 
+# Threads a resize may split into row bands (see resize_threads); unset, it runs in one piece.
+_band_threads: ContextVar[tuple[Executor, int] | None] = ContextVar("pg_imgembed_band_threads", default=None)
+# Smaller images gain little from bands: 640x480 resized 1.5 -> 1.3 ms, 1080p 7.0 -> 4.9, 12 MP 32 -> 20.
+MIN_BANDED_PIXELS = 1_000_000
+
+
+@contextmanager
+def resize_threads(pool: Executor, threads: int) -> Iterator[None]:
+    """Within the block, large resizes in this thread run in ``threads`` row bands on ``pool``.
+
+    For one image at a time (a row-by-row call), whose resize would otherwise leave the
+    inference threads' cores idle. Threads of a batch's decode pool do not inherit it: there,
+    other images already keep the cores busy.
+    """
+    token = _band_threads.set((pool, threads) if threads > 1 else None)
+    try:
+        yield
+    finally:
+        _band_threads.reset(token)
+
+
 def _resize(img: Image.Image, size: tuple[int, int], resample: str) -> Image.Image:
     if img.size == size:
         return img
+    banding = _band_threads.get()
+    if banding is not None and img.width * img.height >= MIN_BANDED_PIXELS:
+        pool, threads = banding
+        bounds = band_bounds(img.height, size[1], threads)
+        if bounds is not None:
+            return _resize_in_bands(img, size, resample, bounds, pool)
     # reducing_gap=None: exact resampling, as the reference pipelines call it.
     return img.resize(size, resample=RESAMPLE[resample], reducing_gap=None)
+
+
+def band_bounds(height: int, new_height: int, bands: int) -> list[int] | None:
+    """Output rows where bands may split a resize from ``height`` to ``new_height`` without
+    changing a pixel, or None.
+
+    A band is Pillow's resize of a box of source rows (whole rows: the horizontal pass is the
+    same). It computes the same filter positions and weights as the whole resize only if the box
+    edges survive Pillow's 32-bit floats and the per-row scale is exact in binary: a dyadic scale
+    (height / new_height with a power-of-two denominator: any resize to 256 rows, 2x, 4x, ...).
+    Otherwise the last bit of a weight can differ, so the resize stays in one piece.
+    """
+    scale = Fraction(height, new_height)
+    bands = min(bands, new_height)
+    if bands < 2 or scale.denominator & (scale.denominator - 1):
+        return None
+    bounds = [new_height * i // bands for i in range(bands + 1)]
+    if any(Fraction(float(np.float32(b * scale))) != b * scale for b in bounds):
+        return None
+    return bounds
+
+
+def _resize_in_bands(img: Image.Image, size: tuple[int, int], resample: str, bounds: list[int],
+                     pool: Executor) -> Image.Image:
+    width, height = img.size
+    scale = Fraction(height, size[1])
+
+    def band(top: int, bottom: int) -> Image.Image:  # Pillow releases the GIL while resampling
+        return img.resize((size[0], bottom - top), resample=RESAMPLE[resample], reducing_gap=None,
+                          box=(0, float(top * scale), width, float(bottom * scale)))
+
+    out = Image.new(img.mode, size)
+    for top, part in zip(bounds, pool.map(band, bounds[:-1], bounds[1:])):
+        out.paste(part, (0, top))
+    return out
 
 
 @dataclass(frozen=True)

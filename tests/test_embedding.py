@@ -16,6 +16,16 @@ def test_default_model_embedding_equals_numpy_reference(conn):
     assert np.linalg.norm(got) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_large_image_resized_in_bands_gives_the_reference_vector(conn):
+    load_tiny(conn)
+    img = images.photo_like(1536, 1024, seed=3)
+    conn.execute("SET imgembed.intra_op_threads = 1")
+    one_piece = embed(conn, images.png(img))
+    np.testing.assert_allclose(one_piece, expected_tiny(img), atol=2e-6)
+    conn.execute("SET imgembed.intra_op_threads = 2")  # one row at a time: the resize takes both threads
+    np.testing.assert_array_equal(embed(conn, images.png(img)), one_piece)
+
+
 def test_named_model_and_vector_embedding_agree(conn):
     load_tiny(conn, default=False)
     data = images.jpeg()

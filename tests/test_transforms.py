@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pg_imgembed.transforms import (
-    RESAMPLE, CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge,
-    ResizeThenCrop, ReverseChannels, ToFloatArray, compose,
+    MIN_BANDED_PIXELS, RESAMPLE, CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact,
+    ResizeShortestEdge, ResizeThenCrop, ReverseChannels, ToFloatArray, band_bounds, compose, resize_threads,
 )
 from tests.images import photo_like
 
@@ -65,6 +66,54 @@ def test_resize_to_the_current_size_keeps_the_image_unchanged():
     img = photo_like(224, 300)
     assert ResizeShortestEdge(224, "bicubic")(img) is img
     assert ResizeExact(300, 224, "bicubic")(img) is img
+
+
+class CountingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.tasks = 0
+
+    def submit(self, *args, **kwargs):
+        self.tasks += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.parametrize("resample", sorted(RESAMPLE))
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_resize_in_row_bands_gives_the_same_pixels(resample, threads):
+    img = photo_like(1536, 1024, seed=5)
+    with CountingPool() as pool, resize_threads(pool, threads):
+        for resize in (ResizeShortestEdge(256, resample), ResizeExact(512, 300, resample)):
+            expected = img.resize(resize.output_size(img.size), RESAMPLE[resample], reducing_gap=None)
+            np.testing.assert_array_equal(np.asarray(resize(img)), np.asarray(expected))
+    assert pool.tasks == 2 * threads
+
+
+def test_resizes_whose_bands_could_differ_run_in_one_piece():
+    img = photo_like(1536, 1024, seed=6)
+    with CountingPool() as pool, resize_threads(pool, 2):
+        # 1024 -> 224 rows: the scale 32/7 is not exact in binary.
+        expected = img.resize((336, 224), Image.Resampling.BICUBIC, reducing_gap=None)
+        np.testing.assert_array_equal(np.asarray(ResizeShortestEdge(224, "bicubic")(img)), np.asarray(expected))
+        small = photo_like(800, 600, seed=6)
+        assert small.width * small.height < MIN_BANDED_PIXELS
+        ResizeShortestEdge(256, "bilinear")(small)
+    assert pool.tasks == 0
+    with CountingPool() as pool, resize_threads(pool, 1):
+        ResizeShortestEdge(256, "bilinear")(img)
+    assert pool.tasks == 0
+
+
+@pytest.mark.parametrize("height, new_height, bands, expected", [
+    (3000, 256, 2, [0, 128, 256]),
+    (1080, 256, 3, [0, 85, 170, 256]),
+    (1024, 512, 2, [0, 256, 512]),
+    (2, 1, 2, None),  # one output row cannot be split
+    (1024, 224, 2, None),
+    (3000, 256, 1, None),
+])
+def test_band_bounds_only_where_pillow_computes_the_same_weights(height, new_height, bands, expected):
+    assert band_bounds(height, new_height, bands) == expected
 
 
 def test_resample_names_map_to_pillow_filters():
