@@ -89,6 +89,7 @@ def create(plpy: Any, store: ModelStore, table: str, image_column: str,
         call = f"{create_enqueue_function(plpy, relid, table, image_column, vector_column, stored.name)}({args})"
     else:
         call = f"imgembed.embedding_trigger({args})"
+        _drop_jobs(plpy, relid, table, vector_column)
     plpy.execute(f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {call}")
     store_uncompressed(plpy, relid, table, image_column)
     plpy.execute(
@@ -157,6 +158,18 @@ def drop(plpy: Any, table: str, vector_column: str) -> None:
     for row in found:
         plpy.execute(f"DROP TRIGGER {plpy.quote_ident(row['tgname'])} ON {table}")
     plpy.execute(f"DROP FUNCTION IF EXISTS {enqueue_function(relid, vector_column)}()")
+    _drop_jobs(plpy, relid, table, vector_column)
+
+
+def _drop_jobs(plpy: Any, relid: int, table: str, vector_column: str) -> None:
+    """With no async trigger left, no worker will take the column's jobs: drop them now, and say
+    that their rows keep a NULL vector."""
+    dropped = plpy.execute(plpy.prepare(
+        "DELETE FROM imgembed.queue WHERE tbl = $1 AND vector_column = $2", ["regclass", "name"]),
+        [relid, vector_column]).nrows()
+    if dropped:
+        plpy.notice(f"dropped {dropped} queued job(s) of {table}.{vector_column}: those rows keep a NULL vector",
+                    hint="CALL imgembed.backfill(...) embeds the rows whose vector is NULL.")
 
 
 def _column(plpy: Any, relid: int, table: str, column: str) -> dict[str, Any]:

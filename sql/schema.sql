@@ -115,7 +115,9 @@ CREATE INDEX queue_ready ON imgembed.queue (not_before, id);
 COMMENT ON TABLE imgembed.queue IS 'Rows waiting for an embedding from a pg-imgembed worker';
 -- The enqueueing triggers run as the writing user: each role reaches only the jobs of tables it
 -- may write. (Workers take the model and image column from the table's trigger, not the job.)
-GRANT SELECT, INSERT, UPDATE ON imgembed.queue TO PUBLIC;
+-- Deleting a job takes no more than a writer could do to the row itself; workers and
+-- drop_embedding_trigger() do it, so a worker needs only SELECT and UPDATE on its tables.
+GRANT SELECT, INSERT, UPDATE, DELETE ON imgembed.queue TO PUBLIC;
 ALTER TABLE imgembed.queue ENABLE ROW LEVEL SECURITY;
 CREATE POLICY queue_writers ON imgembed.queue
     USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
@@ -130,6 +132,11 @@ CREATE TABLE imgembed.queue_stats (
     PRIMARY KEY (tbl, vector_column)
 );
 COMMENT ON TABLE imgembed.queue_stats IS 'Jobs workers finished (done) or gave up on (failed, see imgembed.errors)';
+GRANT SELECT, INSERT, UPDATE ON imgembed.queue_stats TO PUBLIC;
+ALTER TABLE imgembed.queue_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY queue_stats_writers ON imgembed.queue_stats
+    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
+    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
 
 CREATE VIEW imgembed.queue_status AS
 SELECT coalesce(q.tbl, s.tbl) AS tbl, coalesce(q.vector_column, s.vector_column) AS vector_column,

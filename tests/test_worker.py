@@ -85,7 +85,10 @@ def test_the_worker_embeds_with_the_triggers_model_not_the_jobs(queued, dsn):
 
 
 def test_jobs_outliving_their_async_trigger_are_dropped(queued, dsn):
-    queued.execute("SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
+    for (name,) in queued.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'items'::regclass "
+                                  "AND tgname LIKE 'imgembed%'").fetchall():
+        queued.execute(f"DROP TRIGGER {name} ON items")  # by hand: the jobs stay
+    assert status(queued) == (N, 0, 0, 0)
     worker = work(dsn)
     assert (worker.done, worker.failed) == (0, 0)
     assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
@@ -225,7 +228,34 @@ def test_async_needs_a_primary_key(conn):
     assert err.diag.message_primary == "pg_imgembed: async embedding of public.nokey needs a primary key to find rows again"
 
 
-def test_dropping_an_async_trigger_removes_its_function(queued):
+def test_dropping_an_async_trigger_removes_its_function_and_jobs(queued):
+    notices = []
+    queued.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_hint)))
     queued.execute("SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
     (n,) = queued.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\\_%'").fetchone()
     assert n == 0
+    assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
+    message, hint = notices[-1]
+    assert message == f"dropped {N} queued job(s) of public.items.embedding: those rows keep a NULL vector"
+    assert "imgembed.backfill" in hint
+
+
+def test_a_new_async_trigger_keeps_the_jobs_and_a_sync_one_drops_them(queued):
+    load_tiny(queued, "other", default=False)
+    queued.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', 'other', mode => 'async')")
+    assert status(queued) == (N, 0, 0, 0)
+    queued.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', mode => 'sync')")
+    assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
+
+
+def test_a_worker_role_needs_only_select_and_update_on_its_tables(queued, dsn):
+    queued.execute("CREATE ROLE embedder LOGIN")
+    try:
+        queued.execute("GRANT SELECT, UPDATE ON items TO embedder")
+        queued.execute("GRANT INSERT ON writes TO embedder")  # for the fixture's own counting trigger
+        worker = work(psycopg.conninfo.make_conninfo(dsn, user="embedder"), batch_size=9)
+        assert (worker.done, worker.failed) == (N, 0)
+        assert_all_embedded_once(queued)
+        assert status(queued) == (0, 0, 0, N)
+    finally:
+        queued.execute("DROP OWNED BY embedder; DROP ROLE embedder")
