@@ -22,10 +22,10 @@ onnxruntime session options (2 threads, idle threads do not spin). ms/image is t
 ``--repeat`` runs of wall time / images. Paths compared by a ratio target (the sync trigger with
 the SELECT, async with plain INSERT) run in turn within each repeat, and every timed INSERT starts
 after a checkpoint and an OS sync. The queue paths (f) use ``--queue-rows`` rows (the photos
-repeated), so both worker threads get whole batches; the two INSERTs run 3x ``--repeat`` times. The worker is compared with the machine
-limit, cores / (single-thread inference + single-thread decode and preprocess), since it is the
-path meant to keep every core busy; next to it the run prints how far decoding and inference
-really scale when every core does its own. The model and photos are cached under /tmp/pg_imgembed-bench.
+repeated), so both worker threads get whole batches; the two INSERTs run 3x ``--repeat`` times.
+The worker is compared with the machine limit, cores / (single-thread inference + single-thread
+decode and preprocess), since it is the path meant to keep every core busy; next to it the run
+prints how far decoding and inference really scale when every core does its own. The model and photos are cached under /tmp/pg_imgembed-bench.
 """
 
 from __future__ import annotations
