@@ -147,6 +147,9 @@ SELECT coalesce(q.tbl, s.tbl) AS tbl, coalesce(q.vector_column, s.vector_column)
                count(*) FILTER (WHERE claimed_until >= now()) AS in_progress,
                now() - min(enqueued_at) AS oldest_pending_age
           FROM imgembed.queue GROUP BY tbl, vector_column) q
-  FULL JOIN imgembed.queue_stats s ON s.tbl = q.tbl AND s.vector_column = q.vector_column;
+  FULL JOIN imgembed.queue_stats s ON s.tbl = q.tbl AND s.vector_column = q.vector_column
+ -- The view reads the tables as its owner: show each role only the tables it may read (NULL,
+ -- so hidden, for a table dropped since).
+ WHERE pg_catalog.has_table_privilege(coalesce(q.tbl, s.tbl), 'SELECT');
 COMMENT ON VIEW imgembed.queue_status IS 'Per table and vector column: queued, in progress, failed, done, oldest pending age';
 GRANT SELECT ON imgembed.queue_status TO PUBLIC;

@@ -105,6 +105,7 @@ def test_writers_reach_only_the_jobs_of_tables_they_may_write(queued, dsn):
         with psycopg.connect(dsn, user="app", autocommit=True) as app:
             app.execute("INSERT INTO items (id, photo) VALUES (%s, %s)", (N + 1, PHOTOS[1]))  # enqueues as app
             assert app.execute("SELECT DISTINCT tbl::text FROM imgembed.queue").fetchall() == [("items",)]
+            assert app.execute("SELECT tbl::text FROM imgembed.queue_status").fetchall() == [("items",)]
             assert app.execute("UPDATE imgembed.queue SET not_before = 'infinity' "
                                "WHERE tbl = 'secret'::regclass").rowcount == 0
             err = sql_error(app, "INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key) "
