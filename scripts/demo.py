@@ -113,9 +113,11 @@ def start_cluster(port: int) -> LocalCluster:
 
 
 def prepare_database(cluster: LocalCluster, runtime_dir: str) -> str:
+    """A new database each run: it holds only the demo's rows, and a run after `make install`
+    of a newer build must get that build's SQL, not the functions a previous run created."""
     with psycopg.connect(cluster.dsn, autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         # Sessions of this database (psql ones too) use the runtime this demo was given.
         admin.execute(sql.SQL("ALTER DATABASE {} SET imgembed.runtime_dir = {}").format(
             sql.Identifier(DATABASE), sql.Literal(runtime_dir)))
