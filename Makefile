@@ -1,7 +1,8 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
 # `make test` do the same first; `make bench` prints the throughput table (bench/throughput.py).
 # Variables: RUNTIME_DIR (where the server's Python packages go),
-# PG_CONFIG (which PostgreSQL; default: the newest installed).
+# PG_CONFIG (which PostgreSQL; default: the newest installed),
+# ONNXRUNTIME (the runtime's onnxruntime build: onnxruntime, or onnxruntime-gpu[cuda,cudnn] for CUDA).
 
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
 VENV ?= .venv
@@ -14,8 +15,10 @@ install: deps
 	$(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
 		PG_CONFIG=$(or $(PG_CONFIG),$(call find_pg_config))
 
+ONNXRUNTIME ?= onnxruntime
+
 deps:
-	RUNTIME_DIR=$(RUNTIME_DIR) scripts/install-deps.sh
+	RUNTIME_DIR=$(RUNTIME_DIR) ONNXRUNTIME='$(ONNXRUNTIME)' scripts/install-deps.sh
 
 dev-venv: $(VENV)/.installed
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .decode import decode_image
-from .errors import InferenceFailed, InvalidConfig, InvalidModel
+from .errors import InferenceFailed, InvalidConfig, InvalidModel, ProviderUnavailable
 from .model_config import ModelConfig, Resize
 from .pipeline_spec import built_config, outside_config, read_spec
 from .transforms import (
@@ -40,9 +40,34 @@ class InputGeometry:
     batch: int | None  # fixed batch size, or None when dynamic
 
 
-def make_session(source: bytes | Path, threads: int):
+CUDA = "CUDAExecutionProvider"
+
+
+def provider_list(wanted: str) -> list[str]:
+    """onnxruntime providers for ``wanted`` (a ``Settings.execution_provider``), best first."""
     import onnxruntime as ort
 
+    available = ort.get_available_providers()
+    if wanted == "cpu" or (wanted == "auto" and CUDA not in available):
+        return ["CPUExecutionProvider"]
+    if CUDA not in available:
+        raise ProviderUnavailable(
+            f"execution provider cuda was asked for, but this onnxruntime {ort.__version__} has none "
+            f"(it has {', '.join(available)})",
+            hint='Install onnxruntime-gpu (for the server: make install ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]"), '
+            "or ask for auto or cpu (imgembed.execution_provider, or the worker's --provider).",
+        )
+    # The wheel's CUDA and cuDNN come as pip packages (onnxruntime-gpu[cuda,cudnn]): load them
+    # first; where they are missing, the system's libraries are searched as usual.
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    return [CUDA, "CPUExecutionProvider"]  # CPU runs the nodes CUDA has no kernel for
+
+
+def make_session(source: bytes | Path, threads: int, provider: str = "cpu"):
+    import onnxruntime as ort
+
+    providers = provider_list(provider)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -54,7 +79,7 @@ def make_session(source: bytes | Path, threads: int):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         model = str(source) if isinstance(source, Path) else source
-        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind types
         size = source.stat().st_size if isinstance(source, Path) else len(source)
         raise InvalidModel(
@@ -62,6 +87,15 @@ def make_session(source: bytes | Path, threads: int):
             hint="Check that the bytes are an ONNX file (not a PyTorch .pt or TensorFlow file) "
             "with an IR version and opset this onnxruntime supports.",
         ) from exc
+    # onnxruntime falls back to the CPU, with only a log line, when CUDA cannot start.
+    if provider == "cuda" and session.get_providers()[0] != CUDA:
+        raise ProviderUnavailable(
+            "execution provider cuda was asked for, but onnxruntime could not start it: no usable GPU, "
+            "or CUDA/cuDNN libraries missing (the server log or stderr has onnxruntime's reason)",
+            hint="Check the GPU is visible to this process (nvidia-smi, CUDA_VISIBLE_DEVICES) and that "
+            "onnxruntime-gpu's CUDA and cuDNN are installed, or ask for auto or cpu.",
+        )
+    return session
 
 
 def read_input_geometry(session, layout_hint: str | None) -> InputGeometry:
@@ -179,9 +213,10 @@ def build_transforms(config: ModelConfig, dtype: type = np.float32, *, fast: boo
 class EmbeddingModel:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
 
-    def __init__(self, source: bytes | Path, config: ModelConfig, *, threads: int = 1):
-        self.session = make_session(source, threads)
+    def __init__(self, source: bytes | Path, config: ModelConfig, *, threads: int = 1, provider: str = "cpu"):
+        self.session = make_session(source, threads, provider)
         self.threads = threads
+        self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"  # the one that runs
         self.pipeline_spec = read_spec(self.session)
         if self.pipeline_spec is not None:  # a pipeline model carries its own config
             config = outside_config(self.pipeline_spec)

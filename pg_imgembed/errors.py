@@ -92,6 +92,12 @@ class InferenceFailed(ImgEmbedError):
     sqlstate = "38000"  # external_routine_exception
 
 
+class ProviderUnavailable(ImgEmbedError):
+    """The onnxruntime execution provider asked for (``cuda``) cannot run on this host."""
+
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
 class ParallelModeError(ImgEmbedError):
     sqlstate = "25000"  # invalid_transaction_state
 

@@ -79,6 +79,10 @@ def sql_error_factory(plpy: Any) -> Callable[[ImgEmbedError], Exception]:
     return make
 
 
+def model_key(stored: StoredModel, settings: Settings) -> ModelKey:
+    return ModelKey(stored.sha256, stored.config, settings.threads, settings.execution_provider)
+
+
 class Server:
     def __init__(self, plpy: Any, runtime_dir: str) -> None:
         self.plpy = plpy
@@ -113,7 +117,7 @@ class Server:
     def _embed_text(self, image: bytes, model: str | None) -> str:
         settings = self.settings()
         stored = self.store.lookup(model)
-        key = ModelKey(stored.sha256, stored.config, settings.threads)
+        key = model_key(stored, settings)
         if self._last is not None and self._last[0] == (key, settings) and self._last[1] == image:
             return self._last[2]
         embedder = self._session(stored, settings)
@@ -148,13 +152,12 @@ class Server:
             path = files.get(stored.sha256, fetch) if files else None
             if path is not None:
                 try:
-                    return EmbeddingModel(path, config, threads=settings.threads)
+                    return EmbeddingModel(path, config, threads=settings.threads, provider=settings.execution_provider)
                 except InvalidModel:  # a damaged cache file: drop it, use the table's bytes
                     files.discard(stored.sha256)  # type: ignore[union-attr]
-            return EmbeddingModel(fetch(), config, threads=settings.threads)
+            return EmbeddingModel(fetch(), config, threads=settings.threads, provider=settings.execution_provider)
 
-        key = ModelKey(stored.sha256, stored.config, settings.threads)
-        return self.cache.get(stored.name, key, load, settings.max_cached_models)
+        return self.cache.get(stored.name, model_key(stored, settings), load, settings.max_cached_models)
 
     def model_files(self, settings: Settings) -> ModelFiles | None:
         if settings.model_cache == "off":
@@ -228,6 +231,7 @@ class Server:
             "providers": onnxruntime.get_available_providers(),
             "settings": {**settings.__dict__, "threads": settings.threads},
             "cached_sessions": len(self.cache),
+            "sessions_run_on": sorted({model.provider for model in self.cache.models()}),
             "decode_buffer_blocks": PIL.Image.core.get_blocks_max(),
             "images_embedded": self.images_embedded,
         })

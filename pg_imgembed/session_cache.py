@@ -1,8 +1,9 @@
 """Per-backend cache of ready ``EmbeddingModel``s (ONNX sessions), least recently used out first.
 
-Keyed by model identity: the sha256 of the ONNX bytes plus the stored config text and thread
-count. Every call looks the name up in the model table first, so a model replaced under the same
-name misses here and the stale session is dropped, in every session, at its next call.
+Keyed by model identity: the sha256 of the ONNX bytes plus the stored config text, thread count
+and execution provider. Every call looks the name up in the model table first, so a model
+replaced under the same name misses here and the stale session is dropped, in every session, at
+its next call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class ModelKey(NamedTuple):
     sha256: str
     config: str
     threads: int
+    provider: str  # imgembed.execution_provider as set, so changing it takes effect at the next call
 
 
 class SessionCache:
@@ -40,6 +42,9 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def models(self) -> list[EmbeddingModel]:
+        return list(self._models.values())
 
     def clear(self) -> None:
         self._models.clear()

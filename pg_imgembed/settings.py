@@ -7,7 +7,7 @@ Values arrive as the raw strings PostgreSQL holds (``SET imgembed.max_image_pixe
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .errors import InvalidSetting
@@ -26,12 +26,14 @@ class Settings:
     max_cached_models: int = 4  # ONNX sessions a backend keeps; least recently used go first
     model_cache: str = ""  # directory of the per-server model file cache; "" = <data_directory>/pg_imgembed_models, "off"
     decode_buffer_mb: int = 64  # freed image memory kept for the next decode; 0: give it back at once
+    execution_provider: str = "auto"  # "auto": CUDA where onnxruntime-gpu can start it, else CPU; "cpu"; "cuda"
 
     @property
     def threads(self) -> int:
         return self.intra_op_threads or default_threads()
 
 
+EXECUTION_PROVIDERS = ("auto", "cpu", "cuda")
 SETTING_NAMES = {f"imgembed.{name}": name for name in Settings.__dataclass_fields__}
 
 
@@ -48,6 +50,12 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
     _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 256)
     _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 1000)
     _check_range("imgembed.decode_buffer_mb", settings.decode_buffer_mb, 0, 4096)
+    settings = replace(settings, execution_provider=settings.execution_provider.lower())
+    if settings.execution_provider not in EXECUTION_PROVIDERS:
+        raise InvalidSetting(
+            f"imgembed.execution_provider must be one of {', '.join(EXECUTION_PROVIDERS)}, "
+            f"not {settings.execution_provider!r}"
+        )
     return settings
 
 

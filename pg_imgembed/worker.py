@@ -14,6 +14,8 @@ on one host or many, share the queue:
   Anything else (database or inference trouble) is retried with exponential backoff, up to
   ``--max-attempts``.
 - **SIGTERM/SIGINT:** stop claiming, finish the batch in hand, exit 0.
+- **``--provider cuda`` that cannot start** (no GPU, no CUDA libraries): release the jobs without
+  spending an attempt, stop, exit 2. ``auto`` (the default) uses the CPU there instead.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from typing import Any, Sequence
 from .batch import embed_many
 from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError
+from .errors import ImageError, ImgEmbedError, ProviderUnavailable
 from .model_config import parse_config
-from .settings import SETTING_NAMES, read_settings
+from .settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
 from .vector_text import vector_to_text
 
 log = logging.getLogger("pg_imgembed.worker")
@@ -63,6 +65,7 @@ class Options:
     max_attempts: int = 5
     retry_base_s: float = 2.0
     threads: int = 1  # onnxruntime threads per worker thread
+    provider: str = "auto"  # onnxruntime execution provider: auto (CUDA where it runs), cpu, cuda
     decode_threads: int = 0  # per worker thread; 0: the cores shared out among the worker threads
     idle_s: float = 1.0
     once: bool = False  # stop when the queue has nothing ready
@@ -94,6 +97,7 @@ class Worker:
         self.decode_threads = options.decode_threads or max(1, (os.cpu_count() or 1) // max(1, options.concurrency))
         self.done = 0
         self.failed = 0
+        self.fatal: ImgEmbedError | None = None  # why the worker stopped on its own
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------ running
@@ -134,13 +138,20 @@ class Worker:
         groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
         for job in jobs:
             groups[(job.relid, job.vector_column)].append(job)
-        for group in groups.values():
+        pending = list(groups.values())
+        for n, group in enumerate(pending):
             try:
                 with conn.transaction():
                     done, failed = self._process(conn, group)
                 with self._count_lock:
                     self.done += done
                     self.failed += failed
+            except ProviderUnavailable as exc:  # this host cannot run any job: stop, spend no attempts
+                log.error("%s (%s); stopping", exc.message, exc.hint)
+                self.fatal = exc
+                self.stop.set()
+                self._release(conn, [job.id for rest in pending[n:] for job in rest])
+                return
             except Exception as exc:  # transient: database, inference, a model being replaced...
                 log.warning("batch of %d jobs failed: %s", len(group), exc)
                 self._retry_later(conn, group, exc)
@@ -250,8 +261,10 @@ class Worker:
             cached = self._models.get(name)
             if cached is None or cached[0] != sha:
                 (onnx,) = conn.execute("SELECT onnx FROM imgembed.model_store WHERE sha256 = %s LIMIT 1", (sha,)).fetchone()
-                self._models[name] = (sha, EmbeddingModel(bytes(onnx), parse_config(json.loads(config)),
-                                                          threads=self.options.threads))
+                model = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)),
+                                       threads=self.options.threads, provider=self.options.provider)
+                log.info('model "%s" (sha256 %s) runs on %s', name, sha[:12], model.provider)
+                self._models[name] = (sha, model)
             return self._models[name][1]
 
 
@@ -276,6 +289,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attempts", type=int, default=5, help="tries before a job is given up (default 5)")
     parser.add_argument("--retry-base", type=float, default=2.0, help="first retry delay in seconds, doubling (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker thread (default 1)")
+    parser.add_argument("--provider", choices=EXECUTION_PROVIDERS, default="auto",
+                        help="onnxruntime execution provider (default auto: CUDA where onnxruntime-gpu can run it, else CPU)")
     parser.add_argument("--decode-threads", type=int, default=0,
                         help="image decoding threads per worker thread (default: cores / concurrency)")
     parser.add_argument("--once", action="store_true", help="exit when no job is ready")
@@ -285,13 +300,16 @@ def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
-                                       threads=args.threads, decode_threads=args.decode_threads, once=args.once))
+                                       threads=args.threads, provider=args.provider,
+                                       decode_threads=args.decode_threads, once=args.once))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
-    log.info("started %s: concurrency %d, batch size %d, %d decode threads each", worker.name, args.concurrency,
-             args.batch_size, worker.decode_threads)
+    log.info("started %s: concurrency %d, batch size %d, %d decode threads each, provider %s", worker.name,
+             args.concurrency, args.batch_size, worker.decode_threads, args.provider)
     worker.run()
     log.info("stopped: %d embedded, %d failed", worker.done, worker.failed)
+    if worker.fatal is not None:
+        raise SystemExit(2)
 
 
 

@@ -7,6 +7,9 @@ set -euo pipefail
 umask 022
 
 RUNTIME_DIR=${RUNTIME_DIR:-/usr/local/lib/pg_imgembed}
+# onnxruntime's build for the runtime: onnxruntime (CPU), or onnxruntime-gpu[cuda,cudnn] for CUDA
+# (CUDA and cuDNN then come as pip packages; the host needs only the NVIDIA driver).
+ONNXRUNTIME=${ONNXRUNTIME:-onnxruntime}
 PGVECTOR_VERSION=0.8.0
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -82,23 +85,31 @@ install_runtime() {
         mkdir -p "$RUNTIME_DIR"
         /usr/bin/python3 -m venv "$venv"
     fi
+    # The pinned requirements, with the chosen onnxruntime build at the pinned version.
+    local requirements=/tmp/pg_imgembed-requirements.txt
+    sed "s/^onnxruntime==/$ONNXRUNTIME==/" "$here/requirements-runtime.txt" > "$requirements"
     # pip is only run when a pinned requirement is missing, so a second run touches nothing.
-    if ! "$venv/bin/python" - "$here/requirements-runtime.txt" <<'PY'
-import sys
+    if ! "$venv/bin/python" - "$requirements" <<'PY'
+import re, sys
 from importlib.metadata import version, PackageNotFoundError
 for line in open(sys.argv[1]):
     line = line.split('#')[0].strip()
     if not line: continue
     name, want = line.split('==')
     try:
-        if version(name) != want: sys.exit(1)
+        if version(re.sub(r"\[.*\]", "", name)) != want: sys.exit(1)
     except PackageNotFoundError:
         sys.exit(1)
 PY
     then
-        log "installing runtime packages into $venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements-runtime.txt"
+        # Both builds install the module onnxruntime: drop the other one first.
+        local other=onnxruntime-gpu
+        case $ONNXRUNTIME in onnxruntime-gpu*) other=onnxruntime ;; esac
+        "$venv/bin/pip" uninstall -q -y "$other" >/dev/null 2>&1 || true
+        log "installing runtime packages into $venv ($ONNXRUNTIME)"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
     fi
+    rm -f "$requirements"
 }
 install_runtime
 echo "PG_CONFIG=$PG_CONFIG"

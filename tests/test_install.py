@@ -59,34 +59,46 @@ def test_runtime_location_is_a_setting(local_server, dsn):
 
 # ---------------------------------------------------------------- Docker image recipe
 
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.cuda"]
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+def dockerfile_instructions(path: str) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / path).read_text())
     return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_dockerfile_copies_only_files_that_exist():
-    copies = [shlex.split(args) for op, args in dockerfile_instructions() if op == "COPY"]
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_dockerfile_copies_only_files_that_exist(path):
+    copies = [shlex.split(args) for op, args in dockerfile_instructions(path) if op == "COPY"]
     assert copies
     for *sources, _dest in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
 
 
-def test_dockerfile_installs_with_make_install_on_postgres_17():
-    instructions = dockerfile_instructions()
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_dockerfile_installs_with_make_install_on_postgres_17(path):
+    instructions = dockerfile_instructions(path)
     assert instructions[0] == ("FROM", "postgres:17-bookworm")
     runs = " ".join(args for op, args in instructions if op == "RUN")
     assert "make install" in runs
 
 
-def test_dockerfile_copies_everything_make_install_reads():
-    copied = " ".join(args for op, args in dockerfile_instructions() if op == "COPY")
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_dockerfile_copies_everything_make_install_reads(path):
+    copied = " ".join(args for op, args in dockerfile_instructions(path) if op == "COPY")
     for needed in ("Makefile", "extension.mk", "pg_imgembed.control", "requirements-runtime.txt",
                    "scripts/install-deps.sh", "scripts/build_sql.py", "sql/", "pg_imgembed/"):
         assert needed in copied, needed
+
+
+def test_cuda_dockerfile_installs_the_gpu_build_at_the_pinned_version():
+    runs = " ".join(args for op, args in dockerfile_instructions("docker/Dockerfile.cuda") if op == "RUN")
+    assert 'ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]"' in runs
+    # install-deps.sh swaps the build in at requirements-runtime.txt's onnxruntime pin
+    pins = (ROOT / "requirements-runtime.txt").read_text()
+    assert re.search(r"^onnxruntime==\d", pins, re.M)
+    assert 'sed "s/^onnxruntime==/$ONNXRUNTIME==/"' in (ROOT / "scripts" / "install-deps.sh").read_text()
 
 
 def test_ci_runs_the_readme_test_command():

@@ -117,6 +117,36 @@ def test_intra_op_threads_setting(conn):
     assert 1 <= conn.execute("SELECT imgembed.runtime()").fetchone()[0]["settings"]["threads"] <= 4
 
 
+def test_execution_provider_setting_on_a_cpu_runtime(conn):
+    """The CPU build of onnxruntime (what CI installs): auto and cpu run on the CPU, cuda is an
+    error that says what to install, and a typo names the choices. Nothing is left half-loaded."""
+    load_tiny(conn)
+    runtime = lambda: conn.execute("SELECT imgembed.runtime()").fetchone()[0]  # noqa: E731
+    assert runtime()["settings"]["execution_provider"] == "auto"
+    expected = embed(conn, PHOTO)
+    assert runtime()["sessions_run_on"] == ["cpu"]
+    assert "CUDAExecutionProvider" not in runtime()["providers"]
+
+    conn.execute("SET imgembed.execution_provider = 'CUDA'")  # any case
+    err = sql_error(conn, "SELECT img_embedding(%s)", (PHOTO,))
+    assert err.sqlstate == "55000"
+    assert err.diag.message_primary.startswith(
+        "pg_imgembed: execution provider cuda was asked for, but this onnxruntime 1.")
+    assert "has none (it has " in err.diag.message_primary
+    assert err.diag.message_hint.startswith('Install onnxruntime-gpu (for the server: make install ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]")')
+    err = sql_error(conn, "SELECT imgembed.embed_batch('tiny', ARRAY[%s::bytea])", (PHOTO,))
+    assert err.sqlstate == "55000"
+
+    conn.execute("SET imgembed.execution_provider = 'gpu'")
+    err = sql_error(conn, "SELECT img_embedding(%s)", (PHOTO,))
+    assert (err.sqlstate, err.diag.message_primary) == (
+        "22023", "pg_imgembed: imgembed.execution_provider must be one of auto, cpu, cuda, not 'gpu'")
+
+    conn.execute("SET imgembed.execution_provider = cpu")  # a new session for the new setting
+    np.testing.assert_array_equal(embed(conn, PHOTO), expected)
+    assert runtime()["cached_sessions"] == 1 and runtime()["sessions_run_on"] == ["cpu"]
+
+
 def test_decode_buffer_setting_bounds_the_memory_kept_between_images(conn):
     load_tiny(conn)
     embed(conn, PHOTO)

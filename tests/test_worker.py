@@ -222,6 +222,22 @@ def test_sigterm_finishes_the_batch_and_loses_nothing(queued, dsn):
     assert_all_embedded_once(queued)
 
 
+def test_a_worker_that_cannot_run_cuda_stops_and_spends_no_attempt(queued, dsn):
+    """On the CPU build of onnxruntime, --provider cuda is refused at the first model load: the
+    worker hands its jobs back untouched and exits 2; the default (auto) then embeds them on the CPU."""
+    worker = subprocess.run([sys.executable, "-m", "pg_imgembed.cli", "--dsn", dsn, "worker", "--provider", "cuda",
+                             "--concurrency", "2", "--batch-size", "4"],
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 2
+    assert "execution provider cuda was asked for, but this onnxruntime" in worker.stderr
+    assert "Install onnxruntime-gpu" in worker.stderr
+    assert status(queued) == (N, 0, 0, 0)
+    assert queued.execute("SELECT max(attempts), count(claimed_by) FROM imgembed.queue").fetchone() == (0, 0)
+    assert queued.execute("SELECT count(*) FROM imgembed.errors").fetchone()[0] == 0
+    assert work(dsn).done == N
+    assert_all_embedded_once(queued)
+
+
 def test_async_needs_a_primary_key(conn):
     load_tiny(conn)
     conn.execute("CREATE TABLE nokey (photo bytea, e vector(4))")
