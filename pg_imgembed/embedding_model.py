@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -57,11 +57,18 @@ def provider_list(wanted: str) -> list[str]:
             hint='Install onnxruntime-gpu (for the server: make install ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]"), '
             "or ask for auto or cpu (imgembed.execution_provider, or the worker's --provider).",
         )
-    # The wheel's CUDA and cuDNN come as pip packages (onnxruntime-gpu[cuda,cudnn]): load them
-    # first; where they are missing, the system's libraries are searched as usual.
+    _preload_cuda_libraries()
+    return [CUDA, "CPUExecutionProvider"]  # CPU runs the nodes CUDA has no kernel for
+
+
+@cache
+def _preload_cuda_libraries() -> None:
+    """Once per process. The wheel's CUDA and cuDNN come as pip packages (onnxruntime-gpu[cuda,cudnn]):
+    load them first; where they are missing, the system's libraries are searched as usual."""
+    import onnxruntime as ort
+
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    return [CUDA, "CPUExecutionProvider"]  # CPU runs the nodes CUDA has no kernel for
 
 
 def make_session(source: bytes | Path, threads: int, provider: str = "cpu"):

@@ -86,7 +86,8 @@ install_runtime() {
         /usr/bin/python3 -m venv "$venv"
     fi
     # The pinned requirements, with the chosen onnxruntime build at the pinned version.
-    local requirements=/tmp/pg_imgembed-requirements.txt
+    local requirements
+    requirements=$(mktemp)
     sed "s/^onnxruntime==/$ONNXRUNTIME==/" "$here/requirements-runtime.txt" > "$requirements"
     # pip is only run when a pinned requirement is missing, so a second run touches nothing.
     if ! "$venv/bin/python" - "$requirements" <<'PY'
