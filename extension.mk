@@ -5,9 +5,14 @@ EXTENSION = pg_imgembed
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
 EXT_VERSION := $(shell python3 scripts/build_sql.py --version)
 DATA_built = build/pg_imgembed--$(EXT_VERSION).sql
+# The settings module (src/pg_imgembed.c): defines imgembed.* so PostgreSQL enforces who sets them.
+MODULE_big = pg_imgembed
+OBJS = src/pg_imgembed.o
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
+# No JIT bitcode: nothing in the module is worth inlining, and it would need clang on the host.
+override with_llvm = no
 include $(PGXS)
 
 # -C: leave files whose content is unchanged untouched, so a second install changes nothing.

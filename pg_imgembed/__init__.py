@@ -4,4 +4,4 @@ The package is what the extension's PL/Python functions call; it never imports `
 level, so everything except the thin server boundary (``server.py``) runs in a plain process too.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

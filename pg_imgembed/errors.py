@@ -102,6 +102,12 @@ class ParallelModeError(ImgEmbedError):
     sqlstate = "25000"  # invalid_transaction_state
 
 
+class RuntimeShadowed(ImgEmbedError):
+    """A runtime package would be imported from outside the runtime (e.g. Debian's dist-packages)."""
+
+    sqlstate = "58P01"  # undefined_file
+
+
 class RuntimeMismatch(ImgEmbedError):
     """The Python runtime does not match the installed SQL (version or missing package)."""
 

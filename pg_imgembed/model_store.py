@@ -19,13 +19,14 @@ from .model_config import ModelConfig, parse_config
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
 
-_COLUMNS = "name, sha256, dimensions, config::text AS config"
+_COLUMNS = "name, sha256, bytes, dimensions, config::text AS config"
 
 
 @dataclass(frozen=True)
 class StoredModel:
     name: str
     sha256: str
+    bytes: int
     dimensions: int
     config: str  # jsonb text, as stored
 
@@ -43,7 +44,7 @@ class ModelStore:
         rows = self.plpy.execute(self._default) if name is None else self.plpy.execute(self._by_name, [name])
         if rows.nrows() == 0:
             raise self._missing(name)
-        return StoredModel(**{k: rows[0][k] for k in ("name", "sha256", "dimensions", "config")})
+        return StoredModel(**{k: rows[0][k] for k in ("name", "sha256", "bytes", "dimensions", "config")})
 
     def onnx_bytes(self, sha256: str) -> bytes:
         rows = self.plpy.execute(self._bytes, [sha256])

@@ -18,15 +18,15 @@ from .backfill import backfill
 from .batch import embed_many
 from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError, InvalidModel, ParallelModeError, RuntimeMismatch
+from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch, RuntimeShadowed
 from .model_config import parse_config
-from .model_files import ModelFiles
+from .model_files import ModelFiles, UnsafeDirectory
 from .model_store import ModelStore, StoredModel
 from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
 from .settings import Settings, read_settings
 from .triggers import RowHandler
-from . import lineage, triggers
+from . import lineage, runtime_env, triggers
 from .vector_text import vector_to_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +41,10 @@ def start(plpy: Any, sql_version: str, runtime_dir: str) -> "Server":
             "then ALTER EXTENSION pg_imgembed UPDATE.",
             sqlstate=RuntimeMismatch.sqlstate,
         )
+    try:
+        runtime_env.check_isolated()
+    except RuntimeShadowed as exc:
+        raise sql_error_factory(plpy)(exc) from None
     return Server(plpy, runtime_dir)
 
 
@@ -94,6 +98,8 @@ class Server:
         # index evaluates the STABLE call once per row, always with the same query image.
         self._last: tuple[tuple[ModelKey, Settings], bytes, str] | None = None
         self.images_embedded = 0
+        self._files: dict[str, ModelFiles] = {}  # cache directory -> its files (verified hashes)
+        self._unsafe_warned: set[str] = set()
         self.rows = RowHandler(plpy, self._embed_text)
         self.sql_error = sql_error_factory(plpy)
 
@@ -149,12 +155,14 @@ class Server:
             config = parse_config(json.loads(stored.config))
             fetch = functools.cache(lambda: self.store.onnx_bytes(stored.sha256))  # at most one SPI read
             files = self.model_files(settings)
-            path = files.get(stored.sha256, fetch) if files else None
-            if path is not None:
+            if files is not None:
                 try:
-                    return EmbeddingModel(path, config, threads=settings.threads, provider=settings.execution_provider)
-                except InvalidModel:  # a damaged cache file: drop it, use the table's bytes
-                    files.discard(stored.sha256)  # type: ignore[union-attr]
+                    with files.open_verified(stored.sha256, stored.bytes, fetch) as path:
+                        if path is not None:
+                            return EmbeddingModel(path, config, threads=settings.threads,
+                                                  provider=settings.execution_provider)
+                except UnsafeDirectory as exc:
+                    self._warn_unsafe(files, exc)
             return EmbeddingModel(fetch(), config, threads=settings.threads, provider=settings.execution_provider)
 
         return self.cache.get(stored.name, model_key(stored, settings), load, settings.max_cached_models)
@@ -163,12 +171,27 @@ class Server:
         if settings.model_cache == "off":
             return None
         root = settings.model_cache or os.path.join(self.hooks.setting("data_directory") or "", "pg_imgembed_models")
-        return ModelFiles(Path(root)) if os.path.isabs(root) else None
+        if not os.path.isabs(root):
+            return None
+        if root not in self._files:
+            self._files[root] = ModelFiles(Path(root))
+        return self._files[root]
+
+    def _warn_unsafe(self, files: ModelFiles, exc: UnsafeDirectory) -> None:
+        if str(files.directory) not in self._unsafe_warned:  # once per backend and directory
+            self._unsafe_warned.add(str(files.directory))
+            self.plpy.warning(str(exc), hint="Models load from the table instead. Give the directory to the "
+                              "server's user with mode 0700, or set imgembed.model_cache to another one.")
 
     def _prune_model_files(self) -> None:
         files = self.model_files(self.settings())
         if files is not None:
-            files.prune(r["sha256"] for r in self.plpy.execute("SELECT sha256 FROM imgembed.model_store"))
+            try:
+                files.prune(r["sha256"] for r in self.plpy.execute("SELECT sha256 FROM imgembed.model_store"))
+            except UnsafeDirectory as exc:
+                self._warn_unsafe(files, exc)
+            except OSError:
+                pass  # no cache directory (never written, or a read-only disk): nothing to prune
 
     @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
@@ -228,6 +251,7 @@ class Server:
             "onnxruntime": onnxruntime.__version__,
             "numpy": numpy.__version__,
             "pillow": PIL.__version__,
+            "packages": runtime_env.packages(),
             "providers": onnxruntime.get_available_providers(),
             "settings": {**settings.__dict__, "threads": settings.threads},
             "cached_sessions": len(self.cache),

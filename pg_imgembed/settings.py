@@ -1,7 +1,9 @@
 """Settings (``imgembed.*`` GUCs): names, defaults, validation. The one home of configuration.
 
 Values arrive as the raw strings PostgreSQL holds (``SET imgembed.max_image_pixels = ...``, or
-``ALTER DATABASE/ROLE ... SET``); an unset setting takes the default documented here.
+``ALTER DATABASE/ROLE ... SET``); an unset setting takes the default documented here. Inside the
+server the settings module (src/pg_imgembed.c) defines them with the same defaults and ranges and
+enforces who may set them: paths are a superuser's, limits can only be lowered by other roles.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
             continue
         values[field] = _parse(guc, raw.strip(), type(getattr(Settings, field)))
     settings = Settings(**values)  # type: ignore[arg-type]
-    _check_range("imgembed.max_image_pixels", settings.max_image_pixels, 1)
-    _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 256)
-    _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 1000)
+    _check_range("imgembed.max_image_pixels", settings.max_image_pixels, 1, 1_000_000_000)
+    _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 64)
+    _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 100)
     _check_range("imgembed.decode_buffer_mb", settings.decode_buffer_mb, 0, 4096)
     settings = replace(settings, execution_provider=settings.execution_provider.lower())
     if settings.execution_provider not in EXECUTION_PROVIDERS:
@@ -75,7 +77,6 @@ def _parse(guc: str, raw: str, kind: type) -> object:
         raise InvalidSetting(f"{guc} must be an integer, not {raw!r}") from None
 
 
-def _check_range(guc: str, value: int, low: int, high: int | None = None) -> None:
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InvalidSetting(f"{guc} must be {bound}, not {value}")
+def _check_range(guc: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise InvalidSetting(f"{guc} must be between {low} and {high}, not {value}")

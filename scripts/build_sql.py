@@ -2,9 +2,10 @@
 """Assemble the extension's install script from sql/*.sql.
 
 Replaces each ``#bootstrap`` line in PL/Python bodies with the preamble below, and fills in the
-version and the default runtime directory. The preamble runs once per backend: it reads
-``imgembed.runtime_dir`` without SPI (safe anywhere), puts the runtime's site-packages on
-``sys.path`` and keeps the package's ``Server`` in ``GD``.
+version and the default runtime directory. The preamble runs once per backend: it refuses
+to start in parallel mode (SPI there breaks the backend), loads the settings module, reads
+``imgembed.runtime_dir``, puts the runtime's site-packages first on ``sys.path`` and keeps the
+package's ``Server`` in ``GD``.
 """
 
 import argparse
@@ -21,16 +22,26 @@ PARTS = ["schema.sql", "functions.sql"]
 
 PREAMBLE = '''\
 if "imgembed" not in GD:
-    import ctypes, site, sys
-    _get = ctypes.CDLL(None).GetConfigOption
+    import ctypes, sys
+    _pg = ctypes.CDLL(None)
+    _parallel = getattr(_pg, "IsInParallelMode", None)
+    if _parallel is not None:
+        _parallel.restype = ctypes.c_bool
+    if _parallel() if _parallel is not None else ctypes.c_int.in_dll(_pg, "ParallelWorkerNumber").value >= 0:
+        raise type("pg_imgembed", (plpy.Error,), {"__module__": "builtins", "sqlstate": "25000"})(
+            "pg_imgembed cannot start inside a parallel query")
+    # Defines imgembed.* for real before any is read: values a role may not set are dropped here.
+    plpy.execute("SELECT imgembed.load_settings()")
+    _get = _pg.GetConfigOption
     _get.restype, _get.argtypes = ctypes.c_char_p, (ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool)
     _root = (_get(b"imgembed.runtime_dir", True, False) or b"@RUNTIME_DIR@").decode()
-    site.addsitedir("%s/venv/lib/python%d.%d/site-packages" % ((_root,) + sys.version_info[:2]))
+    # First on sys.path, so the runtime's pinned packages win over the system's dist-packages.
+    sys.path.insert(0, "%s/venv/lib/python%d.%d/site-packages" % ((_root,) + sys.version_info[:2]))
     try:
         from pg_imgembed import server
     except ImportError as e:
         raise type("pg_imgembed", (plpy.Error,), {"__module__": "builtins", "sqlstate": "58P01",
-                   "hint": "Run make install, or SET imgembed.runtime_dir to where it installed the runtime."})(
+                   "hint": "Run make install, or have a superuser set imgembed.runtime_dir to where it installed the runtime."})(
                    "cannot import the Python runtime from %s: %s" % (_root, e))
     GD["imgembed"] = server.start(plpy, "@VERSION@", _root)'''
 

@@ -5,6 +5,14 @@
 -- Everything that reads the model table is PARALLEL UNSAFE: PL/Python's SPI inside a parallel
 -- query breaks the backend (the next call crashes the server), so such a query must stay serial.
 
+-- Loading this C library defines the imgembed.* settings for real (src/pg_imgembed.c); every
+-- PL/Python body's bootstrap calls it once per session before it reads a setting.
+CREATE FUNCTION imgembed.load_settings() RETURNS void
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'imgembed_load_settings';
+COMMENT ON FUNCTION imgembed.load_settings() IS
+    'Load pg_imgembed''s settings module (defines imgembed.*; values a role may not set are dropped)';
+
 CREATE FUNCTION img_embedding(image bytea) RETURNS vector
 LANGUAGE plpython3u STABLE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp

@@ -83,12 +83,21 @@ def test_decompression_bomb_is_rejected_before_decoding(conn):
     assert "30000x30000" in err.diag.message_primary
 
 
-def test_bad_setting_value(conn):
-    load_tiny(conn)
-    conn.execute("SET imgembed.max_image_pixels = 'lots'")
-    err = sql_error(conn, "SELECT img_embedding(%s)", (images.png(),))
+def test_bad_setting_value_is_refused_by_set(conn):
+    load_tiny(conn)  # loads the settings module
+    err = sql_error(conn, "SET imgembed.max_image_pixels = 'lots'")
     assert err.sqlstate == "22023"
-    assert err.diag.message_primary == "pg_imgembed: imgembed.max_image_pixels must be an integer, not 'lots'"
+    assert err.diag.message_primary == 'invalid value for parameter "imgembed.max_image_pixels": "lots"'
+    err = sql_error(conn, "SET imgembed.max_image_pixels = 0")
+    assert err.sqlstate == "22023"
+    assert err.diag.message_primary == (
+        '0 is outside the valid range for parameter "imgembed.max_image_pixels" (1 .. 1000000000)')
+
+
+def test_a_bad_value_set_before_the_module_loaded_is_dropped(conn):
+    conn.execute("SET imgembed.max_image_pixels = 'lots'")  # a placeholder until the first call
+    load_tiny(conn)
+    assert conn.execute("SHOW imgembed.max_image_pixels").fetchone()[0] == "100000000"
 
 
 def test_load_model_rejects_garbage_bytes(conn):
