@@ -23,7 +23,7 @@ import numpy as np
 from . import lineage
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, InvalidConfig
+from .errors import ImageError, InvalidConfig, ModelReplaced
 from .model_store import ModelStore, StoredModel
 from .settings import Settings
 from .triggers import check_target, primary_key, record_failure, relation_oid
@@ -33,13 +33,14 @@ NOTICE_EVERY_S = 1.0
 
 
 def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable[[StoredModel], EmbeddingModel],
-             table: str, image_column: str, vector_column: str, model: str | None, batch_size: int | None,
+             table: str, image_column: str, vector_column: str, model: str, batch_size: int | None,
              on_error: str | None) -> int:
-    """Returns the number of rows embedded by the NULL pass."""
+    """Returns the number of rows embedded by the NULL pass. ``model`` is the one the column is
+    bound to (see ``lineage.bound_model``)."""
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
-    run = Run(plpy, settings, session(stored), stored, table, image_column, vector_column, batch_size, on_error)
+    run = Run(plpy, store, settings, session(stored), stored, table, image_column, vector_column, batch_size, on_error)
     lineage.record(plpy, table, vector_column, stored, done=False)
     plpy.commit()
     run.reembed_stale()  # also fills NULL vectors of rows it passes
@@ -49,9 +50,9 @@ def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable
 class Run:
     """One backfill call: the target, its model, and the batch steps both passes use."""
 
-    def __init__(self, plpy: Any, settings: Settings, embedder: EmbeddingModel, stored: StoredModel, table: str,
-                 image_column: str, vector_column: str, batch_size: int, on_error: str | None) -> None:
-        self.plpy, self.settings, self.embedder, self.stored = plpy, settings, embedder, stored
+    def __init__(self, plpy: Any, store: ModelStore, settings: Settings, embedder: EmbeddingModel, stored: StoredModel,
+                 table: str, image_column: str, vector_column: str, batch_size: int, on_error: str | None) -> None:
+        self.plpy, self.store, self.settings, self.embedder, self.stored = plpy, store, settings, embedder, stored
         self.table, self.image_column, self.vector_column = table, image_column, vector_column
         self.batch_size, self.on_error = batch_size, on_error
         self.relid = relation_oid(plpy, table)
@@ -71,6 +72,17 @@ class Run:
             return "NULL::text"
         q, lit = self.plpy.quote_ident, self.plpy.quote_literal
         return "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, {alias}{q(k)}" for k in self.keys) + ")::text"
+
+    def hold_model(self) -> None:
+        """Hold the model FOR SHARE until the batch commits (taken before the batch's rows, so a
+        replacement waiting on it cannot deadlock with writers of those rows); one replaced since
+        the run started ends it."""
+        current = self.store.lookup_for_writing(self.stored.name)
+        if current.generation != self.stored.generation:
+            raise ModelReplaced(
+                f'model "{self.stored.name}" was replaced while backfill ran',
+                detail="The batches before this one are committed; the column stays marked stale.",
+                hint="Run the backfill again: it re-embeds the column with the new model.")
 
     def embed(self, rows: Any) -> list[np.ndarray | None]:
         """Vectors of claimed rows (ctid, image, key); under on_error 'null' a bad image is
@@ -105,6 +117,7 @@ class Run:
         failed: list[str] = []  # ctids left NULL under on_error => 'null'
         done, started, last_notice = 0, time.monotonic(), 0.0
         while True:
+            self.hold_model()
             rows = plpy.execute(claim, [failed, self.batch_size])
             if rows.nrows() == 0:
                 break
@@ -128,11 +141,11 @@ class Run:
         """Re-embed a stale column in primary-key order; returns the rows rewritten. Rows written
         meanwhile by triggers already use the new model; redoing them gives the same vector."""
         plpy, key_types = self.plpy, lineage.KEY_TYPES
-        lock = plpy.prepare("SELECT sha256, target_sha256, resume_after::text AS resume_after FROM imgembed.lineage "
+        lock = plpy.prepare("SELECT generation, target_generation, resume_after::text AS resume_after FROM imgembed.lineage "
                             "WHERE tbl OPERATOR(pg_catalog.=) $1 AND vector_column OPERATOR(pg_catalog.=) $2 FOR UPDATE",
                             key_types)
         state = plpy.execute(lock, [self.table, self.vector_column])
-        if state.nrows() == 0 or state[0]["sha256"] == self.stored.sha256:
+        if state.nrows() == 0 or state[0]["generation"] == self.stored.generation:
             return 0
         if not self.keys:
             raise InvalidConfig(f"re-embedding the stale vectors of {self.table} needs a primary key to resume by")
@@ -145,20 +158,22 @@ class Run:
             f"FROM {self.table} t CROSS JOIN pg_catalog.jsonb_populate_record(NULL::{self.table}, $1::pg_catalog.jsonb) r "
             f"WHERE $1::pg_catalog.jsonb IS NULL OR ROW({cols}) > ROW({after}) "
             f"ORDER BY {cols} LIMIT $2 FOR UPDATE OF t", ["text", "int4"])
-        save = plpy.prepare("UPDATE imgembed.lineage SET target_sha256 = $3, resume_after = $4::pg_catalog.jsonb, "
+        save = plpy.prepare("UPDATE imgembed.lineage SET target_generation = $3, resume_after = $4::pg_catalog.jsonb, "
                             "updated_at = pg_catalog.now() WHERE tbl OPERATOR(pg_catalog.=) $1 "
-                            "AND vector_column OPERATOR(pg_catalog.=) $2", key_types + ["text", "text"])
+                            "AND vector_column OPERATOR(pg_catalog.=) $2", key_types + ["int8", "text"])
         rows_in_table = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {self.table}")[0]["n"]
         done, started = 0, time.monotonic()
         while True:
             state = plpy.execute(lock, [self.table, self.vector_column])[0]
-            resume = state["resume_after"] if state["target_sha256"] == self.stored.sha256 else None  # new target: restart
+            # A re-embedding towards another generation (abandoned, or rolled back) restarts.
+            resume = state["resume_after"] if state["target_generation"] == self.stored.generation else None
+            self.hold_model()
             rows = plpy.execute(claim, [resume, self.batch_size])
             if rows.nrows() == 0:
                 break
             # Images that are NULL or failed get NULL: their old vector came from the old model.
             self.write([(r["ctid"], v) for r, v in zip(rows, self.embed(rows))])
-            plpy.execute(save, [self.table, self.vector_column, self.stored.sha256, rows[rows.nrows() - 1]["key"]])
+            plpy.execute(save, [self.table, self.vector_column, self.stored.generation, rows[rows.nrows() - 1]["key"]])
             plpy.commit()
             done += rows.nrows()
             self.notice(f"{self.table} (stale vectors)", done, rows_in_table, time.monotonic() - started)

@@ -88,6 +88,18 @@ class UndefinedColumn(ImgEmbedError):
     sqlstate = "42703"  # undefined_column
 
 
+class ModelReplaced(ImgEmbedError):
+    """The model was replaced while a backfill embedded with it: retry."""
+
+    sqlstate = "40001"  # serialization_failure
+
+
+class BoundModelMismatch(ImgEmbedError):
+    """A backfill named a model other than the one the column's trigger is bound to."""
+
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
 class InferenceFailed(ImgEmbedError):
     sqlstate = "38000"  # external_routine_exception
 

@@ -19,7 +19,7 @@ from .model_config import ModelConfig, parse_config
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
 
-_COLUMNS = "name, sha256, bytes, dimensions, config::text AS config"
+_COLUMNS = "name, sha256, bytes, dimensions, config::text AS config, generation"
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class StoredModel:
     bytes: int
     dimensions: int
     config: str  # jsonb text, as stored
+    generation: int  # new at every load or replacement (see imgembed.lineage)
 
 
 class ModelStore:
@@ -37,6 +38,7 @@ class ModelStore:
         self._by_name = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1", ["text"])
         self._default = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE is_default")
         self._bytes = plpy.prepare("SELECT onnx FROM imgembed.model_store WHERE sha256 = $1 LIMIT 1", ["text"])
+        self._lock = plpy.prepare("SELECT imgembed.lock_model($1) AS generation", ["text"])
 
     # ------------------------------------------------------------ embedding path
 
@@ -44,7 +46,15 @@ class ModelStore:
         rows = self.plpy.execute(self._default) if name is None else self.plpy.execute(self._by_name, [name])
         if rows.nrows() == 0:
             raise self._missing(name)
-        return StoredModel(**{k: rows[0][k] for k in ("name", "sha256", "bytes", "dimensions", "config")})
+        return StoredModel(**{k: rows[0][k] for k in StoredModel.__dataclass_fields__})
+
+    def lookup_for_writing(self, name: str) -> StoredModel:
+        """The model, held FOR SHARE until the transaction ends: what writers of embedded columns
+        use, so a replacement waits for the vectors they write (see imgembed.lineage). The lookup
+        runs after the lock, so under READ COMMITTED it sees the version locked; under REPEATABLE
+        READ a newer version makes the lock fail to serialize."""
+        self.plpy.execute(self._lock, [name])
+        return self.lookup(name)
 
     def onnx_bytes(self, sha256: str) -> bytes:
         rows = self.plpy.execute(self._bytes, [sha256])
@@ -100,6 +110,7 @@ class ModelStore:
                    dimensions = EXCLUDED.dimensions, input_name = EXCLUDED.input_name,
                    input_layout = EXCLUDED.input_layout, input_height = EXCLUDED.input_height,
                    input_width = EXCLUDED.input_width, config = EXCLUDED.config,
+                   generation = pg_catalog.nextval('imgembed.model_generation'),
                    loaded_at = now(), loaded_by = current_user""",
             ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text"],
         )
@@ -174,7 +185,8 @@ def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
     """Every embedding trigger (sync: imgembed.embedding_trigger(); async: a generated
     imgembed.enqueue_*() function), with its arguments decoded."""
     rows = plpy.execute(
-        """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs
+        """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs,
+                  CASE WHEN p.proname = 'embedding_trigger' THEN 'sync' ELSE 'async' END AS mode
              FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
             WHERE t.tgfoid = 'imgembed.embedding_trigger()'::pg_catalog.regprocedure
                OR (p.pronamespace = 'imgembed'::pg_catalog.regnamespace AND p.proname LIKE 'enqueue\\_%')
@@ -185,9 +197,15 @@ def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
         args = bytes(row["tgargs"]).split(b"\0")[:-1]
         image_column, vector_column, model, on_error = (a.decode() for a in args)
         out.append(dict(table=row["tbl"], name=row["name"], image_column=image_column,
-                        vector_column=vector_column, model=model, on_error=on_error))
+                        vector_column=vector_column, model=model, on_error=on_error, mode=row["mode"]))
     return out
 
 
 def triggers_using(plpy: Any, model: str) -> list[str]:
     return sorted({t["table"] for t in embedding_triggers(plpy) if t["model"] == model})
+
+
+def bound_trigger(plpy: Any, table: str, vector_column: str) -> dict[str, Any] | None:
+    """The embedding trigger that keeps this vector column, if any."""
+    name = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::text AS t", ["text"]), [table])[0]["t"]
+    return next((t for t in embedding_triggers(plpy) if t["table"] == name and t["vector_column"] == vector_column), None)

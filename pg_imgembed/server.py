@@ -18,10 +18,10 @@ from .backfill import backfill
 from .batch import embed_many
 from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch, RuntimeShadowed
+from .errors import BoundModelMismatch, ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch, RuntimeShadowed
 from .model_config import parse_config
 from .model_files import ModelFiles, UnsafeDirectory
-from .model_store import ModelStore, StoredModel
+from .model_store import ModelStore, StoredModel, bound_trigger
 from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
 from .settings import Settings, read_settings
@@ -100,7 +100,7 @@ class Server:
         self.images_embedded = 0
         self._files: dict[str, ModelFiles] = {}  # cache directory -> its files (verified hashes)
         self._unsafe_warned: set[str] = set()
-        self.rows = RowHandler(plpy, self._embed_text)
+        self.rows = RowHandler(plpy, lambda image, model: self._embed_text(image, model, writing=True))
         self.sql_error = sql_error_factory(plpy)
 
     @property
@@ -120,9 +120,11 @@ class Server:
     def img_embedding(self, image: bytes, model: str | None) -> str:
         return self._embed_text(image, model)
 
-    def _embed_text(self, image: bytes, model: str | None) -> str:
+    def _embed_text(self, image: bytes, model: str | None, writing: bool = False) -> str:
+        """``writing``: the vector goes into an embedded column (the sync trigger), so the model is
+        held until commit (see ModelStore.lookup_for_writing)."""
         settings = self.settings()
-        stored = self.store.lookup(model)
+        stored = self.store.lookup_for_writing(model) if writing and model is not None else self.store.lookup(model)
         key = model_key(stored, settings)
         if self._last is not None and self._last[0] == (key, settings) and self._last[1] == image:
             return self._last[2]
@@ -195,10 +197,20 @@ class Server:
 
     @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
-                 batch_size: int | None, on_error: str | None) -> None:
+                 batch_size: int | None, on_error: str | None, switch_model: bool | None) -> None:
+        bound = lineage.bound_model(self.plpy, table, vector_column)
+        if model is not None and bound is not None and model != bound:
+            if not switch_model:
+                raise BoundModelMismatch(
+                    f'{vector_column} of {table} is embedded with model "{bound}", not "{model}"',
+                    hint=f'Leave model out to backfill with "{bound}", or pass switch_model => true to bind the '
+                    f'column\'s trigger to "{model}" and re-embed every row with it.')
+            trigger = bound_trigger(self.plpy, table, vector_column)
+            if trigger is not None:
+                self._bind(table, image_column, vector_column, model, trigger["on_error"], trigger["mode"])
         settings = self.settings()
         backfill(self.plpy, self.store, settings, lambda stored: self._session(stored, settings),
-                 table, image_column, vector_column, model, batch_size, on_error)
+                 table, image_column, vector_column, model if model is not None else bound, batch_size, on_error)
 
     # ------------------------------------------------------------ models
 
@@ -222,8 +234,12 @@ class Server:
     @sql_function
     def create_embedding_trigger(self, table: str | None, image_column: str | None, vector_column: str | None,
                                  model: str | None, on_error: str | None, mode: str | None) -> None:
+        self._bind(table, image_column, vector_column, model, on_error, mode)
+
+    def _bind(self, table: str | None, image_column: str | None, vector_column: str | None,
+              model: str | None, on_error: str | None, mode: str | None) -> None:
         bound = triggers.create(self.plpy, self.store, table, image_column, vector_column, model, on_error, mode)
-        lineage.record(self.plpy, table, vector_column, self.store.lookup(bound), done=False)
+        lineage.record(self.plpy, table, vector_column, self.store.lookup(bound), done=False)  # type: ignore[arg-type]
         self.plpy.notice(f'embedding trigger on {table}: {vector_column} = embedding of {image_column} with model "{bound}"'
                          + (" (async: run pg-imgembed worker)" if mode == "async" else ""))
 

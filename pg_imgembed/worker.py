@@ -253,6 +253,10 @@ class Worker:
             log.warning("could not reschedule jobs: %s", again)
 
     def _model(self, conn: Any, name: str) -> EmbeddingModel:
+        """The model's session. The model is held FOR SHARE until the batch commits, so it cannot
+        be replaced under vectors being written (see imgembed.lineage); read after the lock, the
+        row is the version locked."""
+        conn.execute("SELECT imgembed.lock_model(%s)", (name,))
         row = conn.execute("SELECT sha256, config::text FROM imgembed.model_store WHERE name = %s", (name,)).fetchone()
         if row is None:
             raise ImgEmbedError(f'model "{name}" does not exist')

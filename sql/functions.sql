@@ -42,6 +42,23 @@ $python$;
 COMMENT ON FUNCTION vector_embedding(text, bytea) IS
     'Embedding of an image with the named model (argument order of Oracle''s VECTOR_EMBEDDING)';
 
+-- Writers of embedded columns hold the model's row FOR SHARE until they commit (see
+-- imgembed.lineage). SECURITY DEFINER because FOR SHARE needs UPDATE on the table; it returns the
+-- generation of the newest committed version of the row, NULL if the model is gone.
+CREATE FUNCTION imgembed.lock_model(model text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint;
+BEGIN
+    SELECT m.generation INTO locked FROM imgembed.model_store m WHERE m.name = model FOR SHARE;
+    RETURN locked;
+END
+$$;
+COMMENT ON FUNCTION imgembed.lock_model(text) IS
+    'Hold a model FOR SHARE until commit (writers of embedded columns); returns its generation';
+
 CREATE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
                                     replace boolean DEFAULT false)
 RETURNS SETOF imgembed.models
@@ -152,11 +169,12 @@ COMMENT ON FUNCTION imgembed.embed_batch(text, bytea[]) IS
 -- A procedure that commits cannot carry SET search_path: every name inside is schema-qualified.
 CREATE PROCEDURE imgembed.backfill(tbl regclass, image_column name, vector_column name,
                                    model text DEFAULT NULL, batch_size integer DEFAULT 32,
-                                   on_error text DEFAULT 'error')
+                                   on_error text DEFAULT 'error', switch_model boolean DEFAULT false)
 LANGUAGE plpython3u
 AS $python$
 #bootstrap
-GD["imgembed"].backfill(tbl, image_column, vector_column, model, batch_size, on_error)
+GD["imgembed"].backfill(tbl, image_column, vector_column, model, batch_size, on_error, switch_model)
 $python$;
-COMMENT ON PROCEDURE imgembed.backfill(regclass, name, name, text, integer, text) IS
-    'Embed rows whose vector is NULL in committed batches (FOR UPDATE SKIP LOCKED); re-run to continue';
+COMMENT ON PROCEDURE imgembed.backfill(regclass, name, name, text, integer, text, boolean) IS
+    'Re-embed a stale column, then embed rows whose vector is NULL, in committed batches; re-run to continue. '
+    'The model defaults to the one the column is bound to; another one needs switch_model => true';

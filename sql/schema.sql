@@ -5,6 +5,11 @@ CREATE SCHEMA imgembed;
 COMMENT ON SCHEMA imgembed IS 'pg_imgembed: model store, admin functions, trigger machinery';
 GRANT USAGE ON SCHEMA imgembed TO PUBLIC;
 
+-- Every load or replacement of a model takes a new generation. Lineage compares generations, not
+-- sha256s, so a model replaced and then replaced back still marks the vectors made in between.
+CREATE SEQUENCE imgembed.model_generation;
+SELECT pg_catalog.pg_extension_config_dump('imgembed.model_generation', '');
+
 CREATE TABLE imgembed.model_store (
     name         text PRIMARY KEY CHECK (name <> ''),
     onnx         bytea NOT NULL,
@@ -17,6 +22,7 @@ CREATE TABLE imgembed.model_store (
     input_width  integer NOT NULL CHECK (input_width > 0),
     config       jsonb NOT NULL,
     is_default   boolean NOT NULL DEFAULT false,
+    generation   bigint NOT NULL DEFAULT pg_catalog.nextval('imgembed.model_generation'),
     loaded_at    timestamptz NOT NULL DEFAULT now(),
     loaded_by    name NOT NULL DEFAULT current_user
 );
@@ -60,20 +66,29 @@ SELECT pg_catalog.pg_extension_config_dump('imgembed.errors_id_seq', '');
 -- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and catalog.py:
 -- @data_views@
 
--- Which model (by sha256) produced the vectors of each column that triggers or backfill keep.
--- A model replaced under the same name makes the column stale until backfill re-embeds it;
--- a re-embedding in progress records the sha256 it moves to and the last primary key it did.
+-- Which model (name, generation) produced the vectors of each column that triggers, backfill and
+-- workers keep. A model replaced under the same name, or a trigger switched to another model,
+-- makes the column stale until backfill has re-embedded it; a re-embedding in progress records
+-- the generation it moves to and the last primary key it did.
+--
+-- Why this cannot say "fresh" over mixed vectors: every writer of such a column holds the
+-- model's row FOR SHARE (imgembed.lock_model) in the transaction that writes the vectors, so a
+-- replacement waits for writers that embedded with the old model, and writers after it embed with
+-- the new one (READ COMMITTED) or fail to serialize (REPEATABLE READ). No vector of an older
+-- generation commits after a newer one is loaded; backfill re-embeds every row after that point
+-- before it records the new generation.
 CREATE TABLE imgembed.lineage (
-    tbl            regclass NOT NULL,
-    vector_column  name NOT NULL,
-    model          text NOT NULL,
-    sha256         text NOT NULL,
-    target_sha256  text,
-    resume_after   jsonb,
-    updated_at     timestamptz NOT NULL DEFAULT now(),
+    tbl               regclass NOT NULL,
+    vector_column     name NOT NULL,
+    model             text NOT NULL,
+    sha256            text NOT NULL,
+    generation        bigint NOT NULL,
+    target_generation bigint,
+    resume_after      jsonb,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tbl, vector_column)
 );
-COMMENT ON TABLE imgembed.lineage IS 'Model sha256 behind each embedded column; see imgembed.vector_lineage';
+COMMENT ON TABLE imgembed.lineage IS 'Model generation behind each embedded column; see imgembed.vector_lineage';
 -- Written by the callers of create_embedding_trigger and backfill. A row says which model made a
 -- column's vectors, so only a role that may write that column may write its row.
 GRANT SELECT, INSERT, UPDATE ON imgembed.lineage TO PUBLIC;
@@ -88,9 +103,12 @@ SELECT pg_catalog.pg_extension_config_dump('imgembed.lineage', '');
 
 CREATE VIEW imgembed.vector_lineage AS
 SELECT l.tbl, l.vector_column, l.model, l.sha256 AS produced_by, m.sha256 AS current_sha256,
-       m.sha256 IS DISTINCT FROM l.sha256 AS stale, l.target_sha256 IS NOT NULL AS reembedding, l.updated_at
+       l.generation AS produced_by_generation, m.generation AS current_generation,
+       m.generation IS DISTINCT FROM l.generation AS stale, l.target_generation IS NOT NULL AS reembedding,
+       l.updated_at
   FROM imgembed.lineage l LEFT JOIN imgembed.model_store m ON m.name = l.model;
-COMMENT ON VIEW imgembed.vector_lineage IS 'Per embedded column: the model that made its vectors and whether they are stale';
+COMMENT ON VIEW imgembed.vector_lineage IS
+    'Per embedded column: the model (sha256, generation) that made its vectors and whether they are stale';
 GRANT SELECT ON imgembed.vector_lineage TO PUBLIC;
 
 -- Async embedding: triggers with mode => 'async' only enqueue; `pg-imgembed worker` processes.

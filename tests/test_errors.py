@@ -175,7 +175,7 @@ def test_missing_runtime_is_a_clear_error(conn):
     conn.execute("SET imgembed.runtime_dir = '/nonexistent/runtime'")
     err = sql_error(conn, "SELECT imgembed.runtime()")
     assert err.sqlstate == "58P01"
-    assert err.diag.message_hint.startswith("Run make install, or SET imgembed.runtime_dir")
+    assert err.diag.message_hint.startswith("Run make install, or have a superuser set imgembed.runtime_dir")
     assert err.diag.message_primary == "pg_imgembed: " + (
         "cannot import the Python runtime from /nonexistent/runtime: No module named 'pg_imgembed'"
     )

@@ -99,8 +99,8 @@ def test_only_roles_that_may_write_a_column_write_its_lineage(conn, dsn):
             err = sql_error(app, "INSERT INTO imgembed.lineage (tbl, vector_column, model, sha256) "
                                  "VALUES ('items', 'photo', 'tiny', 'forged')")
             assert err.sqlstate == "42501"
-            app.execute("INSERT INTO imgembed.lineage (tbl, vector_column, model, sha256) "
-                        "VALUES ('other_items', 'embedding', 'tiny', 'x')")  # a column it may write
+            app.execute("INSERT INTO imgembed.lineage (tbl, vector_column, model, sha256, generation) "
+                        "VALUES ('other_items', 'embedding', 'tiny', 'x', 1)")  # a column it may write
         assert lineage(conn)[0] == ("items", "embedding", "tiny", False, False)
     finally:
         conn.execute("DROP OWNED BY app; DROP ROLE app")
