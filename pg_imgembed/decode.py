@@ -71,7 +71,7 @@ def decode_image(
             f"image of {width}x{height} pixels ({width * height} pixels) exceeds "
             f"imgembed.max_image_pixels ({max_pixels})",
             detail=f"{img.format} image, {len(data)} bytes",
-            hint="Downscale the image before storing it, or raise imgembed.max_image_pixels "
+            hint="Downscale the image before storing it, or have a superuser raise imgembed.max_image_pixels "
             "if images this large are expected.",
         )
     # MPO (multi-picture JPEG, as many cameras and phones write) is a JPEG too: same DCT scaling.

@@ -31,7 +31,12 @@ if "imgembed" not in GD:
         raise type("pg_imgembed", (plpy.Error,), {"__module__": "builtins", "sqlstate": "25000"})(
             "pg_imgembed cannot start inside a parallel query")
     # Defines imgembed.* for real before any is read: values a role may not set are dropped here.
-    plpy.execute("SELECT imgembed.load_settings()")
+    try:
+        plpy.execute("SELECT imgembed.load_settings()")
+    except plpy.SPIError as e:
+        _e = type("pg_imgembed", (plpy.Error,), {"__module__": "builtins"})(e.args[0])
+        _e.sqlstate, _e.detail, _e.hint = e.sqlstate, e.spidata[1], e.spidata[2]
+        raise _e from None
     _get = _pg.GetConfigOption
     _get.restype, _get.argtypes = ctypes.c_char_p, (ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool)
     _root = (_get(b"imgembed.runtime_dir", True, False) or b"@RUNTIME_DIR@").decode()

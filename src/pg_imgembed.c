@@ -39,6 +39,14 @@ static int	decode_buffer_mb = 64;
 static bool force_exact_decode = false;
 static int	execution_provider = 0;
 
+/*
+ * Set when a connection option of a role that is not a superuser tried to set a limit. Such a
+ * value shadows the database's and role's defaults (PostgreSQL keeps one default per setting), so
+ * when it is dropped the built-in default would be left, not the superuser's ceiling: instead,
+ * imgembed.load_settings() refuses to start pg_imgembed in this session.
+ */
+static const char *refused_connection_option = NULL;
+
 static const struct config_enum_entry execution_providers[] = {
 	{"auto", 0, false},
 	{"cpu", 1, false},
@@ -72,6 +80,8 @@ limit_allowed(const char *name, int current, int wanted, GucSource source)
 	if (source <= PGC_S_DATABASE_USER || source == PGC_S_OVERRIDE || InitializingParallelWorker ||
 		superuser())
 		return true;
+	if (source == PGC_S_CLIENT)
+		refused_connection_option = name;
 	if (source != PGC_S_SESSION)
 	{
 		/* connection options, ALTER ROLE/DATABASE ... SET, a function's SET clause */
@@ -165,5 +175,13 @@ PG_FUNCTION_INFO_V1(imgembed_load_settings);
 Datum
 imgembed_load_settings(PG_FUNCTION_ARGS)
 {
+	if (refused_connection_option != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a connection option set %s, which only a superuser may give a default",
+						refused_connection_option),
+				 errdetail("Dropping it would leave the built-in default in place of the database's or role's."),
+				 errhint("Reconnect without -c %s in the connection options (PGOPTIONS); "
+						 "within a session any role may lower it with SET.", refused_connection_option)));
 	PG_RETURN_VOID();
 }
