@@ -20,6 +20,7 @@ What the cache trusts, and why a hostile role or local account cannot feed it a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -52,7 +53,13 @@ class ModelFiles:
             os.mkdir(self.directory, 0o700)
         except FileExistsError:
             pass
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeDirectory(f"model cache directory {self.directory} is a symbolic link or not a "
+                                      "directory: not used") from None
+            raise
         info = os.fstat(fd)
         if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             os.close(fd)

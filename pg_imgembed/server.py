@@ -202,7 +202,7 @@ class Server:
         if model is not None and bound is not None and model != bound:
             if not switch_model:
                 raise BoundModelMismatch(
-                    f'{vector_column} of {table} is embedded with model "{bound}", not "{model}"',
+                    f'column {vector_column} of {table} is bound to model "{bound}", not "{model}"',
                     hint=f'Leave model out to backfill with "{bound}", or pass switch_model => true to bind the '
                     f'column\'s trigger to "{model}" and re-embed every row with it.')
             trigger = bound_trigger(self.plpy, table, vector_column)

@@ -1,6 +1,8 @@
 """The per-server model file cache: written once, private to the server, self-healing, pruned."""
 
+import shutil
 import stat
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,94 @@ def test_cache_can_be_turned_off(conn, dsn, cache_dir):
     with psycopg.connect(dsn, autocommit=True, options="-c imgembed.model_cache=off") as other:
         assert embed(other, PHOTO, "solo").shape == (7,)
     assert not (cache_dir / f"{sha(conn, 'solo')}.onnx").exists()
+
+
+# ---------------------------------------------------------------- what the cache trusts
+
+def postgres_owned(path: Path, data: bytes = b"", mode: int = 0o600) -> Path:
+    path.write_bytes(data)
+    path.chmod(mode)
+    shutil.chown(path, "postgres", "postgres")
+    return path
+
+
+def test_a_planted_file_of_the_right_size_is_checked_and_replaced(conn, dsn, cache_dir):
+    load_tiny(conn)
+    first = embed(conn, PHOTO)
+    (real,) = conn.execute("SELECT onnx FROM imgembed.model_store").fetchone()
+    other = onnx_models.conv_net(extra_dims=4)  # another valid model, padded to the same size below
+    path = cache_dir / f"{sha(conn)}.onnx"
+    path.unlink()
+    postgres_owned(path, (other + b"\0" * len(real))[:len(real)])
+    with psycopg.connect(dsn, autocommit=True) as other_conn:
+        np.testing.assert_array_equal(embed(other_conn, PHOTO), first)  # not the planted model's vector
+    assert path.read_bytes() == real
+
+
+def test_a_symlink_in_place_of_a_model_file_is_not_followed(conn, dsn, cache_dir, tmp_path):
+    load_tiny(conn)
+    first = embed(conn, PHOTO)
+    path = cache_dir / f"{sha(conn)}.onnx"
+    victim = postgres_owned(cache_dir / "victim", b"precious")
+    path.unlink()
+    path.symlink_to(victim)
+    with psycopg.connect(dsn, autocommit=True) as other:
+        np.testing.assert_array_equal(embed(other, PHOTO), first)
+    assert not path.is_symlink() and victim.read_bytes() == b"precious"
+    victim.unlink()
+
+
+def test_a_symlink_at_the_temporary_name_does_not_redirect_the_write(conn, dsn, cache_dir):
+    load_tiny(conn)
+    embed(conn, PHOTO)
+    path = cache_dir / f"{sha(conn)}.onnx"
+    path.unlink()
+    victim = postgres_owned(cache_dir / "victim", b"precious")
+    with psycopg.connect(dsn, autocommit=True) as other:
+        (pid,) = other.execute("SELECT pg_backend_pid()").fetchone()
+        (cache_dir / f".{sha(conn)}.{pid}.tmp").symlink_to(victim)
+        embed(other, PHOTO)
+    assert victim.read_bytes() == b"precious"
+    assert path.is_file() and not path.is_symlink()
+    victim.unlink()
+
+
+@pytest.mark.parametrize("kind", ["world_writable", "owned_by_root", "symlink"])
+def test_a_cache_directory_others_control_is_not_used(conn, dsn, local_server, kind, tmp_path):
+    load_tiny(conn)
+    expected = embed(conn, PHOTO)
+    base = Path(f"/tmp/imgembed-cache-{uuid.uuid4().hex[:8]}")
+    base.mkdir()
+    try:
+        target = base / "cache"
+        if kind == "world_writable":
+            target.mkdir(mode=0o777)
+            target.chmod(0o1777)
+        elif kind == "owned_by_root":
+            target.mkdir(mode=0o755)
+        else:
+            real = base / "real"
+            real.mkdir(mode=0o700)
+            shutil.chown(real, "postgres", "postgres")
+            target.symlink_to(real)
+        base.chmod(0o755)
+        with psycopg.connect(dsn, autocommit=True, options=f"-c imgembed.model_cache={target}") as other:
+            warnings: list[str] = []
+            other.add_notice_handler(lambda d: warnings.append(d.message_primary))
+            np.testing.assert_array_equal(embed(other, PHOTO), expected)  # from the table's bytes
+        reason = "is a symbolic link or not a directory" if kind == "symlink" else "writable by group or others"
+        assert [w for w in warnings if w.startswith(f"model cache directory {target}") and f"{reason}: not used" in w]
+        assert not list(base.rglob("*.onnx"))
+    finally:
+        shutil.rmtree(base)
+
+
+def test_pruning_removes_only_files_the_cache_writes(conn, cache_dir):
+    load_tiny(conn)
+    embed(conn, PHOTO)
+    keep = [postgres_owned(cache_dir / name, b"x") for name in ("notes.onnx", "README", "ABC.onnx")]
+    conn.execute("SELECT imgembed.drop_model('tiny')")
+    assert all(p.exists() for p in keep)
+    assert not list(cache_dir.glob("[0-9a-f]" * 64 + ".onnx"))
+    for p in keep:
+        p.unlink()
