@@ -40,6 +40,12 @@ class UnknownModel(ImgEmbedError):
     sqlstate = "42704"  # undefined_object
 
 
+class ModelPermissionDenied(ImgEmbedError):
+    """The role has no usage privilege on the model (imgembed.grant_model_usage)."""
+
+    sqlstate = "42501"  # insufficient_privilege
+
+
 class NoDefaultModel(ImgEmbedError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 

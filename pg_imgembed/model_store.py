@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from .embedding_model import EmbeddingModel
-from .errors import (DimensionMismatch, DuplicateModel, ImgEmbedError, InvalidConfig, InvalidModel, ModelInUse, NoDefaultModel,
+from .errors import (DimensionMismatch, DuplicateModel, ImgEmbedError, InvalidConfig, InvalidModel, ModelInUse,
+                     ModelPermissionDenied, NoDefaultModel,
                      NullArgument, UnknownModel)
 from .model_config import ModelConfig, parse_config
 from .settings import Settings
@@ -63,6 +64,14 @@ class ModelStore:
         return rows[0]["onnx"]
 
     def _missing(self, name: str | None) -> Exception:
+        """Why the model table showed no row: the model is not there, or (its policy hides the
+        rows of models the role may not use) the role may not use it."""
+        hidden = self.plpy.execute(self.plpy.prepare(
+            "SELECT name, current_user::text AS me FROM imgembed.models "
+            "WHERE CASE WHEN $1::text IS NULL THEN is_default ELSE name = $1 END",
+            ["text"]), [name])
+        if hidden.nrows():
+            return model_permission_denied(hidden[0]["name"], hidden[0]["me"])
         names = [r["name"] for r in self.plpy.execute("SELECT name FROM imgembed.model_store ORDER BY name")]
         loaded = "Loaded models: " + (", ".join(names) if names else "none") + "."
         if name is None:
@@ -78,7 +87,7 @@ class ModelStore:
     # ------------------------------------------------------------ administration
 
     def load(self, name: str | None, onnx: bytes | None, config_json: str | None, replace: bool | None,
-             settings: Settings) -> list[dict[str, Any]]:
+             settings: Settings, grant_public: bool = True) -> list[dict[str, Any]]:
         if not name:
             raise NullArgument("model name must not be NULL or empty")
         if onnx is None:
@@ -118,6 +127,10 @@ class ModelStore:
             name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
             shown.preprocess.layout, height, width, json.dumps(shown.to_dict()),
         ])
+        if grant_public and not existing.nrows():  # a replacement keeps the model's grants
+            self.plpy.execute(self.plpy.prepare(
+                "INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",
+                ["text"]), [name])
         return list(self.plpy.execute(self.plpy.prepare("SELECT * FROM imgembed.models WHERE name = $1", ["text"]), [name]))
 
     def set_default(self, name: str) -> None:
@@ -137,6 +150,12 @@ class ModelStore:
                 hint="Drop them first with imgembed.drop_embedding_trigger(table, vector_column).",
             )
         self.plpy.execute(self.plpy.prepare("DELETE FROM imgembed.model_store WHERE name = $1", ["text"]), [name])
+
+
+def model_permission_denied(name: str, role: str) -> ModelPermissionDenied:
+    return ModelPermissionDenied(
+        f'permission denied for model "{name}"',
+        hint=f"A model administrator can allow it: SELECT imgembed.grant_model_usage('{name}', '{role}');")
 
 
 def read_config(config_json: str | None) -> ModelConfig | None:
@@ -183,12 +202,14 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
 
 def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
     """Every embedding trigger (sync: imgembed.embedding_trigger(); async: a generated
-    imgembed.enqueue_*() function), with its arguments decoded."""
+    <table schema>.imgembed_enqueue_*() function; imgembed.enqueue_*() as 0.1.0 made them), with
+    its arguments decoded."""
     rows = plpy.execute(
         """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs,
                   CASE WHEN p.proname = 'embedding_trigger' THEN 'sync' ELSE 'async' END AS mode
              FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
             WHERE t.tgfoid = 'imgembed.embedding_trigger()'::pg_catalog.regprocedure
+               OR p.proname LIKE 'imgembed\\_enqueue\\_%'
                OR (p.pronamespace = 'imgembed'::pg_catalog.regnamespace AND p.proname LIKE 'enqueue\\_%')
             ORDER BY 1, 2"""
     )

@@ -215,8 +215,9 @@ class Server:
     # ------------------------------------------------------------ models
 
     @sql_function
-    def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None) -> list:
-        row = self.store.load(name, onnx, config, replace, self.settings())
+    def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None,
+                   grant_public: bool | None) -> list:
+        row = self.store.load(name, onnx, config, replace, self.settings(), grant_public is not False)
         self._prune_model_files()  # a replaced model's file
         return row
 

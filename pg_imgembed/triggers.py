@@ -80,9 +80,7 @@ def create(plpy: Any, store: ModelStore, table: str, image_column: str,
     relid = relation_oid(plpy, table)
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
-    for name in (insert_name, update_name):
-        plpy.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
-    plpy.execute(f"DROP FUNCTION IF EXISTS {enqueue_function(relid, vector_column)}()")
+    _drop_triggers(plpy, relid, table, vector_column)
     # Both kinds carry the same arguments, so model_store.embedding_triggers() finds either.
     args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
     if mode == "async":
@@ -111,21 +109,27 @@ def store_uncompressed(plpy: Any, relid: int, table: str, image_column: str) -> 
                     "image formats are compressed already")
 
 
-def enqueue_function(relid: int, vector_column: str) -> str:
-    return f"imgembed.enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
+def enqueue_function(plpy: Any, relid: int, vector_column: str) -> str:
+    """Lives in the table's schema, where its owner may create it (a table can only be created in,
+    or given to an owner with, CREATE on its schema), not in imgembed, where it may not."""
+    schema = plpy.execute(plpy.prepare(
+        "SELECT relnamespace::pg_catalog.regnamespace::text AS s FROM pg_catalog.pg_class WHERE oid = $1",
+        ["oid"]), [relid])[0]["s"]
+    return f"{schema}.imgembed_enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
 
 
 def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str, vector_column: str,
                             model: str) -> str:
     """A PL/pgSQL trigger function for one table and column: the insert pays for one queue upsert,
-    with the key columns spelled out (no Python, no dynamic SQL per row)."""
+    with the key columns spelled out (no Python, no dynamic SQL per row). It runs as the writer,
+    whom imgembed.queue's policy lets add and re-queue jobs and nothing else."""
     keys = primary_key(plpy, relid)
     if not keys:
         raise InvalidConfig(f"async embedding of {table} needs a primary key to find rows again",
                             hint="Add a primary key, or use mode => 'sync'.")
     q, lit = plpy.quote_ident, plpy.quote_literal
     row_key = "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, NEW.{q(k)}" for k in keys) + ")"
-    name = enqueue_function(relid, vector_column)
+    name = enqueue_function(plpy, relid, vector_column)
     plpy.execute(f"""
         CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
         BEGIN
@@ -149,16 +153,28 @@ def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str
 
 def drop(plpy: Any, table: str, vector_column: str) -> None:
     relid = relation_oid(plpy, table)
+    if not _drop_triggers(plpy, relid, table, vector_column):
+        raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
+    _drop_jobs(plpy, relid, table, vector_column)
+
+
+def _drop_triggers(plpy: Any, relid: int, table: str, vector_column: str) -> bool:
+    """Drop the column's triggers and its enqueue function, if any (without NOTICEs about what
+    is not there); returns whether there was a trigger."""
     found = plpy.execute(
         plpy.prepare("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2)", ["oid", "text[]"]),
         [relid, list(trigger_names(vector_column))],
     )
-    if found.nrows() == 0:
-        raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
     for row in found:
         plpy.execute(f"DROP TRIGGER {plpy.quote_ident(row['tgname'])} ON {table}")
-    plpy.execute(f"DROP FUNCTION IF EXISTS {enqueue_function(relid, vector_column)}()")
-    _drop_jobs(plpy, relid, table, vector_column)
+    suffix = f"enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
+    functions = plpy.execute(plpy.prepare(
+        "SELECT p.oid::pg_catalog.regprocedure::text AS f FROM pg_catalog.pg_proc p "
+        "WHERE p.proname = 'imgembed_' || $1 OR (p.proname = $1 AND p.pronamespace = 'imgembed'::pg_catalog.regnamespace)",
+        ["text"]), [suffix])  # the second: where 0.1.0 created them
+    for row in functions:
+        plpy.execute(f"DROP FUNCTION {row['f']}")
+    return found.nrows() > 0
 
 
 def _drop_jobs(plpy: Any, relid: int, table: str, vector_column: str) -> None:

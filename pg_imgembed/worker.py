@@ -36,6 +36,7 @@ from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError, ProviderUnavailable
 from .model_config import parse_config
+from .model_store import model_permission_denied
 from .settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
 from .vector_text import vector_to_text
 
@@ -54,7 +55,8 @@ RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vecto
 # The generated enqueue functions (triggers.enqueue_function) carry the trigger's arguments.
 BINDING = """
 SELECT t.tgargs FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
- WHERE t.tgrelid = %s AND p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\\_%%'"""
+ WHERE t.tgrelid = %s AND (p.proname LIKE 'imgembed\\_enqueue\\_%%'
+                            OR (p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\\_%%'))"""
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,9 @@ class Worker:
         conn.execute("SELECT imgembed.lock_model(%s)", (name,))
         row = conn.execute("SELECT sha256, config::text FROM imgembed.model_store WHERE name = %s", (name,)).fetchone()
         if row is None:
+            hidden = conn.execute("SELECT current_user::text FROM imgembed.models WHERE name = %s", (name,)).fetchone()
+            if hidden is not None:  # the model table's policy hides models the role may not use
+                raise model_permission_denied(name, hidden[0])
             raise ImgEmbedError(f'model "{name}" does not exist')
         sha, config = row
         with self._models_lock:

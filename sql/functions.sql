@@ -9,6 +9,7 @@
 -- PL/Python body's bootstrap calls it once per session before it reads a setting.
 CREATE FUNCTION imgembed.load_settings() RETURNS void
 LANGUAGE c VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'imgembed_load_settings';
 COMMENT ON FUNCTION imgembed.load_settings() IS
     'Load pg_imgembed''s settings module (defines imgembed.*; values a role may not set are dropped)';
@@ -60,16 +61,61 @@ COMMENT ON FUNCTION imgembed.lock_model(text) IS
     'Hold a model FOR SHARE until commit (writers of embedded columns); returns its generation';
 
 CREATE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
-                                    replace boolean DEFAULT false)
+                                    replace boolean DEFAULT false, grant_public boolean DEFAULT true)
 RETURNS SETOF imgembed.models
 LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $python$
 #bootstrap
-return GD["imgembed"].load_model(name, onnx, config, replace)
+return GD["imgembed"].load_model(name, onnx, config, replace, grant_public)
 $python$;
-COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean) IS
-    'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config';
+COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) IS
+    'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config; '
+    'a new model is usable by PUBLIC unless grant_public => false';
+
+CREATE FUNCTION imgembed.grant_model_usage(model text, grantee text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgembed.check_model_grant(model, grantee);
+    INSERT INTO imgembed.model_usage (model, grantee)
+    VALUES (model, CASE WHEN upper(grantee) = 'PUBLIC' THEN 'PUBLIC' ELSE grantee END)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION imgembed.grant_model_usage(text, text) IS
+    'Let a role (or PUBLIC) use a model: embed with it, bind triggers to it, read its bytes';
+
+CREATE FUNCTION imgembed.revoke_model_usage(model text, grantee text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgembed.check_model_grant(model, grantee);
+    DELETE FROM imgembed.model_usage u
+     WHERE u.model = revoke_model_usage.model
+       AND u.grantee = CASE WHEN upper(revoke_model_usage.grantee) = 'PUBLIC' THEN 'PUBLIC' ELSE revoke_model_usage.grantee END;
+END
+$$;
+COMMENT ON FUNCTION imgembed.revoke_model_usage(text, text) IS 'Take back what grant_model_usage() gave';
+
+CREATE FUNCTION imgembed.check_model_grant(model text, grantee text) RETURNS void
+LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM imgembed.model_store m WHERE m.name = model) THEN
+        RAISE EXCEPTION 'model "%" does not exist', model USING ERRCODE = 'undefined_object';
+    END IF;
+    IF upper(grantee) <> 'PUBLIC' AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = grantee) THEN
+        RAISE EXCEPTION 'role "%" does not exist', grantee USING ERRCODE = 'undefined_object',
+              HINT = 'Name a role exactly as pg_roles spells it, or PUBLIC.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION imgembed.check_model_grant(text, text) IS
+    'The checks of grant_model_usage() and revoke_model_usage(): the model and the role exist';
 
 CREATE FUNCTION imgembed.set_default_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
@@ -122,10 +168,10 @@ $python$;
 COMMENT ON FUNCTION imgembed.drop_embedding_trigger(regclass, name) IS
     'Remove the triggers create_embedding_trigger() made for vector_column';
 
--- Triggers run as the writing user, who need not be able to read imgembed.errors.
+-- Runs as the caller: imgembed.errors' policy lets only writers of a table record its errors.
 CREATE FUNCTION imgembed.record_error(table_name text, row_key jsonb, model text, sqlstate text,
                                       message text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO imgembed.errors (table_name, row_key, model, sqlstate, message)
@@ -151,8 +197,10 @@ COMMENT ON FUNCTION imgembed.runtime() IS
     'Where the Python runtime lives and the versions of the packages it uses, with the settings in effect';
 
 -- Administration is for the database owner; grant EXECUTE (and write access on
--- imgembed.model_store) to roles that should manage models.
-REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean) FROM PUBLIC;
+-- imgembed.model_store and imgembed.model_usage) to roles that should manage models.
+REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imgembed.grant_model_usage(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imgembed.revoke_model_usage(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;
 

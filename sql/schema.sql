@@ -31,9 +31,40 @@ ALTER TABLE imgembed.model_store ALTER COLUMN onnx SET STORAGE EXTERNAL;
 CREATE UNIQUE INDEX model_store_single_default ON imgembed.model_store ((true)) WHERE is_default;
 COMMENT ON TABLE imgembed.model_store IS
     'ONNX models and their preprocessing; write through imgembed.load_model(), read through imgembed.models';
--- img_embedding() runs as its caller and reads the model bytes from here.
-GRANT SELECT ON imgembed.model_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('imgembed.model_store', '');
+
+-- Per-model privileges, in the spirit of Oracle's GRANT ... ON MINING MODEL: who may use a model
+-- (embed with it, bind a trigger to it, read its bytes). Grantee 'PUBLIC' or a role name; a model
+-- loaded without grant_public => false is usable by PUBLIC. Model administrators (roles that may
+-- UPDATE imgembed.model_store) use every model.
+CREATE TABLE imgembed.model_usage (
+    model    text NOT NULL REFERENCES imgembed.model_store (name) ON DELETE CASCADE ON UPDATE CASCADE,
+    grantee  text NOT NULL,
+    PRIMARY KEY (model, grantee)
+);
+COMMENT ON TABLE imgembed.model_usage IS
+    'Who may use each model; change through imgembed.grant_model_usage() and revoke_model_usage()';
+GRANT SELECT ON imgembed.model_usage TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('imgembed.model_usage', '');
+
+CREATE FUNCTION imgembed.has_model_usage(model text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE')
+        OR EXISTS (SELECT FROM imgembed.model_usage u LEFT JOIN pg_catalog.pg_roles r ON r.rolname = u.grantee
+                    WHERE u.model = $1 AND (u.grantee = 'PUBLIC' OR pg_catalog.pg_has_role(r.oid, 'USAGE')))
+$$;
+COMMENT ON FUNCTION imgembed.has_model_usage(text) IS 'Whether the current role may use the model';
+
+-- img_embedding() runs as its caller and reads the model from here: each role sees the rows of
+-- the models it may use (imgembed.models lists every model's metadata, never its bytes).
+GRANT SELECT ON imgembed.model_store TO PUBLIC;
+ALTER TABLE imgembed.model_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY model_users ON imgembed.model_store FOR SELECT USING (imgembed.has_model_usage(name));
+CREATE POLICY model_admins ON imgembed.model_store FOR ALL
+    USING (pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE'))
+    WITH CHECK (pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE'));
 
 CREATE VIEW imgembed.models AS
 SELECT name,
@@ -60,6 +91,15 @@ CREATE TABLE imgembed.errors (
 );
 COMMENT ON TABLE imgembed.errors IS
     'Images that triggers with on_error => ''null'' could not embed: the row got a NULL vector';
+-- Writers record the images they could not embed, so only a writer of a table records its errors;
+-- each role reads the errors of the tables it may read.
+GRANT SELECT, INSERT ON imgembed.errors TO PUBLIC;
+GRANT USAGE ON SEQUENCE imgembed.errors_id_seq TO PUBLIC;
+ALTER TABLE imgembed.errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY errors_read ON imgembed.errors FOR SELECT
+    USING (pg_catalog.has_table_privilege(pg_catalog.to_regclass(table_name), 'SELECT'));
+CREATE POLICY errors_writers ON imgembed.errors FOR INSERT
+    WITH CHECK (pg_catalog.has_table_privilege(pg_catalog.to_regclass(table_name), 'INSERT, UPDATE'));
 SELECT pg_catalog.pg_extension_config_dump('imgembed.errors', '');
 SELECT pg_catalog.pg_extension_config_dump('imgembed.errors_id_seq', '');
 
@@ -131,16 +171,36 @@ CREATE TABLE imgembed.queue (
 CREATE UNIQUE INDEX queue_one_job_per_row ON imgembed.queue (tbl, vector_column, row_key);
 CREATE INDEX queue_ready ON imgembed.queue (not_before, id);
 COMMENT ON TABLE imgembed.queue IS 'Rows waiting for an embedding from a pg-imgembed worker';
--- The enqueueing triggers run as the writing user: each role reaches only the jobs of tables it
--- may write. (Workers take the model and image column from the table's trigger, not the job.)
--- Deleting a job takes no more than a writer could do to the row itself; workers and
--- drop_embedding_trigger() do it, so a worker needs only SELECT and UPDATE on its tables.
-GRANT SELECT, INSERT, UPDATE, DELETE ON imgembed.queue TO PUBLIC;
-ALTER TABLE imgembed.queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY queue_writers ON imgembed.queue
-    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
-    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
+-- Who may do what with jobs. The enqueue triggers run as the writing role: a writer of a table may
+-- add its jobs and re-queue them (column privileges allow the upsert; the policy lets a writer's
+-- update only make a job ready again), never claim, delay, finish or delete them. Workers are
+-- members of imgembed_worker (the DBA grants it) and claim, finish and count the jobs of tables
+-- they may UPDATE; a table's owner deletes its jobs when it drops the trigger.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'imgembed_worker') THEN
+        CREATE ROLE imgembed_worker NOLOGIN;
+    END IF;
+END
+$$;
+GRANT INSERT, DELETE, SELECT (tbl, vector_column, row_key, model),
+      UPDATE (enqueued_at, attempts, not_before, last_error, model) ON imgembed.queue TO PUBLIC;
+GRANT SELECT, UPDATE ON imgembed.queue TO imgembed_worker;
 GRANT USAGE ON SEQUENCE imgembed.queue_id_seq TO PUBLIC;
+ALTER TABLE imgembed.queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY queue_writers_read ON imgembed.queue FOR SELECT
+    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
+CREATE POLICY queue_writers_add ON imgembed.queue FOR INSERT
+    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
+CREATE POLICY queue_writers_requeue ON imgembed.queue FOR UPDATE
+    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
+    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE')
+                AND not_before = '-infinity' AND attempts = 0 AND last_error IS NULL);
+CREATE POLICY queue_workers ON imgembed.queue FOR ALL
+    USING (pg_catalog.pg_has_role('imgembed_worker', 'MEMBER') AND pg_catalog.has_table_privilege(tbl, 'UPDATE'))
+    WITH CHECK (pg_catalog.pg_has_role('imgembed_worker', 'MEMBER') AND pg_catalog.has_table_privilege(tbl, 'UPDATE'));
+CREATE POLICY queue_owners_drop ON imgembed.queue FOR DELETE
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE'));
 
 CREATE TABLE imgembed.queue_stats (
     tbl            regclass NOT NULL,
@@ -150,11 +210,11 @@ CREATE TABLE imgembed.queue_stats (
     PRIMARY KEY (tbl, vector_column)
 );
 COMMENT ON TABLE imgembed.queue_stats IS 'Jobs workers finished (done) or gave up on (failed, see imgembed.errors)';
-GRANT SELECT, INSERT, UPDATE ON imgembed.queue_stats TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON imgembed.queue_stats TO imgembed_worker;
 ALTER TABLE imgembed.queue_stats ENABLE ROW LEVEL SECURITY;
-CREATE POLICY queue_stats_writers ON imgembed.queue_stats
-    USING (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'))
-    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'INSERT, UPDATE'));
+CREATE POLICY queue_stats_workers ON imgembed.queue_stats
+    USING (pg_catalog.has_table_privilege(tbl, 'UPDATE'))
+    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'UPDATE'));
 
 CREATE VIEW imgembed.queue_status AS
 SELECT coalesce(q.tbl, s.tbl) AS tbl, coalesce(q.vector_column, s.vector_column) AS vector_column,

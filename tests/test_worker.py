@@ -249,7 +249,7 @@ def test_dropping_an_async_trigger_removes_its_function_and_jobs(queued):
     notices = []
     queued.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_hint)))
     queued.execute("SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
-    (n,) = queued.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\\_%'").fetchone()
+    (n,) = queued.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'imgembed\\_enqueue\\_%'").fetchone()
     assert n == 0
     assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
     message, hint = notices[-1]
@@ -265,10 +265,12 @@ def test_a_new_async_trigger_keeps_the_jobs_and_a_sync_one_drops_them(queued):
     assert queued.execute("SELECT count(*) FROM imgembed.queue").fetchone()[0] == 0
 
 
-def test_a_worker_role_needs_only_select_and_update_on_its_tables(queued, dsn):
+def test_a_worker_role_needs_imgembed_worker_and_select_and_update_on_its_tables(queued, dsn):
     queued.execute("CREATE ROLE embedder LOGIN")
     try:
         queued.execute("GRANT SELECT, UPDATE ON items TO embedder")
+        assert work(psycopg.conninfo.make_conninfo(dsn, user="embedder")).done == 0  # not a worker: sees no job
+        queued.execute("GRANT imgembed_worker TO embedder")
         queued.execute("GRANT INSERT ON writes TO embedder")  # for the fixture's own counting trigger
         worker = work(psycopg.conninfo.make_conninfo(dsn, user="embedder"), batch_size=9)
         assert (worker.done, worker.failed) == (N, 0)
