@@ -7,6 +7,7 @@ decoder produces a smaller image directly, never below the requested size.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import warnings
 from collections.abc import Sequence
@@ -18,6 +19,32 @@ from .errors import ImageTooLarge, UndecodableImage
 
 # Our own guard replaces Pillow's global one (which warns, then fails at a fixed size).
 Image.MAX_IMAGE_PIXELS = None
+
+
+def _silence_libraries() -> None:
+    """Keep decoder chatter out of the server log (a backend's stderr): a hostile TIFF makes
+    libtiff print a line per bad strip or tag, thousands per image. Decoding errors still surface
+    as exceptions; Pillow's own warnings about odd files say nothing a user can act on."""
+    warnings.filterwarnings("ignore", module=r"PIL\.")
+    try:
+        with open("/proc/self/maps") as maps:  # Pillow's own copy of libtiff, or the system's
+            fields = [line.split(maxsplit=5) for line in maps if "libtiff" in line]
+    except OSError:
+        return
+    for path in {f[5].strip() for f in fields if len(f) == 6 and f[5].startswith("/")}:
+        try:
+            libtiff = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+            setter = getattr(libtiff, name, None)
+            if setter is not None:
+                setter.restype = ctypes.c_void_p
+                setter.argtypes = (ctypes.c_void_p,)
+                setter(None)
+
+
+_silence_libraries()
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
@@ -144,6 +171,11 @@ def to_rgb(img: Image.Image, background: Sequence[int] | None = None) -> Image.I
 
 def _scale_to_8bit(img: Image.Image) -> Image.Image:
     arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise UndecodableImage(
+            f"image has {bad} pixel value(s) that are NaN or infinite ({img.width}x{img.height} float image)",
+            hint="Float images must hold finite values; convert it to an 8- or 16-bit format first.")
     top = 65535.0 if img.mode != "F" else max(float(arr.max()), 1.0)
     if img.mode == "I" and arr.max() > 65535:
         top = float(arr.max())

@@ -8,7 +8,7 @@
 -- Loading this C library defines the imgembed.* settings for real (src/pg_imgembed.c); every
 -- PL/Python body's bootstrap calls it once per session before it reads a setting.
 CREATE FUNCTION imgembed.load_settings() RETURNS void
-LANGUAGE c VOLATILE PARALLEL SAFE
+LANGUAGE c VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'imgembed_load_settings';
 COMMENT ON FUNCTION imgembed.load_settings() IS

@@ -494,3 +494,50 @@ def test_fast_mode_decodes_a_jpeg_at_twice_the_resize_and_resamples_only_the_cro
     # force_exact_decode: the fast model then gives the exact pixels, crop resampling included.
     forced = fast.preprocess(fast.decode(data, max_pixels=LIMIT, exact=True), exact=True)
     np.testing.assert_array_equal(forced, exact_pixels)
+
+
+# ---------------------------------------------------------------- hostile TIFFs
+
+def float_tiff(values: np.ndarray) -> bytes:
+    return encode(Image.fromarray(values.astype(np.float32), "F"), "TIFF")
+
+
+def corrupt(data: bytes, every: int = 97) -> bytes:
+    damaged = bytearray(data)
+    for i in range(200, len(damaged) - 200, every):
+        damaged[i] ^= 0x5A
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_images_with_non_finite_pixels_are_rejected(bad):
+    values = np.ones((30, 40))
+    values[3, 4] = bad
+    with pytest.raises(UndecodableImage) as err:
+        decode(float_tiff(values))
+    assert err.value.sqlstate == "22P03"
+    assert err.value.message == "image has 1 pixel value(s) that are NaN or infinite (40x30 float image)"
+
+
+def test_finite_float_images_still_decode():
+    assert decode(float_tiff(np.linspace(0, 4, 1200).reshape(30, 40))).size == (40, 30)
+
+
+def test_corrupt_tiffs_write_nothing_to_stderr(tmp_path):
+    """A backend's stderr is the server log: libtiff's per-strip complaints must not reach it."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    files = []
+    for compression in ("tiff_lzw", "tiff_adobe_deflate", "packbits"):
+        path = tmp_path / f"{compression}.tiff"
+        path.write_bytes(corrupt(encode(img, "TIFF", compression=compression)))
+        files.append(str(path))
+    script = ("import sys\nfrom pg_imgembed.decode import decode_image\nfrom pg_imgembed.errors import ImageError\n"
+              "for f in sys.argv[1:]:\n    try:\n        decode_image(open(f, 'rb').read(), max_pixels=10**8)\n"
+              "    except ImageError:\n        pass\n")
+    done = subprocess.run([sys.executable, "-c", script, *files], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -16,8 +16,14 @@ EXPECTED = {
     "img_embedding(bytea,text)": ("s", True),
     "vector_embedding(text,bytea)": ("s", True),
     "imgembed.embed_batch(text,bytea[])": ("s", False),
-    "imgembed.backfill(regclass,name,name,text,integer,text)": ("v", False),
-    "imgembed.load_model(text,bytea,jsonb,boolean)": ("v", False),
+    "imgembed.backfill(regclass,name,name,text,integer,text,boolean)": ("v", False),
+    "imgembed.load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed.grant_model_usage(text,text)": ("v", True),
+    "imgembed.revoke_model_usage(text,text)": ("v", True),
+    "imgembed.check_model_grant(text,text)": ("s", True),
+    "imgembed.has_model_usage(text)": ("s", True),
+    "imgembed.lock_model(text)": ("v", True),
+    "imgembed.load_settings()": ("v", False),
     "imgembed.set_default_model(text)": ("v", True),
     "imgembed.drop_model(text)": ("v", True),
     "imgembed.create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
@@ -43,7 +49,7 @@ def test_volatility_and_strictness(functions):
 
 
 # A procedure that commits cannot have SET clauses; backfill qualifies every name instead.
-COMMITS = {"imgembed.backfill(regclass,name,name,text,integer,text)"}
+COMMITS = {"imgembed.backfill(regclass,name,name,text,integer,text,boolean)"}
 
 
 def test_every_function_pins_search_path_and_has_a_comment(functions):
@@ -52,8 +58,9 @@ def test_every_function_pins_search_path_and_has_a_comment(functions):
         assert comment, sig
 
 
-def test_only_record_error_is_security_definer(functions):
-    assert [sig for sig, f in functions.items() if f[5]] == ["imgembed.record_error(text,jsonb,text,text,text)"]
+def test_only_lock_model_is_security_definer(functions):
+    """FOR SHARE needs UPDATE on the model table; lock_model returns a generation, nothing else."""
+    assert [sig for sig, f in functions.items() if f[5]] == ["imgembed.lock_model(text)"]
 
 
 def test_public_names_live_in_public_internals_in_imgembed(conn):
