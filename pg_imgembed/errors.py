@@ -116,6 +116,12 @@ class ProviderUnavailable(ImgEmbedError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
+class WorkerNotAllowed(ImgEmbedError):
+    """The worker's role may not claim jobs (not a member of imgembed_worker)."""
+
+    sqlstate = "42501"  # insufficient_privilege
+
+
 class ParallelModeError(ImgEmbedError):
     sqlstate = "25000"  # invalid_transaction_state
 

@@ -250,6 +250,7 @@ def primary_key(plpy: Any, relid: str | int) -> list[str]:
 
 
 def record_failure(plpy: Any, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
-    """Append to imgembed.errors (through a SECURITY DEFINER function: writers need not read it)."""
-    record = plpy.prepare("SELECT imgembed.record_error($1, $2::jsonb, $3, $4, $5)", ["text", "text", "text", "text", "text"])
+    """Append to imgembed.errors (its policy admits writers of the table only)."""
+    record = plpy.prepare("SELECT imgembed.record_error($1::pg_catalog.regclass, $2::jsonb, $3, $4, $5)",
+                          ["text", "text", "text", "text", "text"])
     plpy.execute(record, [table, row_key, model, exc.sqlstate, exc.message])

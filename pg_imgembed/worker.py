@@ -14,6 +14,7 @@ on one host or many, share the queue:
   Anything else (database or inference trouble) is retried with exponential backoff, up to
   ``--max-attempts``.
 - **SIGTERM/SIGINT:** stop claiming, finish the batch in hand, exit 0.
+- **a role that is not a member of imgembed_worker:** stop at the first claim, exit 2.
 - **``--provider cuda`` that cannot start** (no GPU, no CUDA libraries): release the jobs without
   spending an attempt, stop, exit 2. ``auto`` (the default) uses the CPU there instead.
 """
@@ -34,7 +35,7 @@ from typing import Any, Sequence
 from .batch import embed_many
 from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError, ProviderUnavailable
+from .errors import ImageError, ImgEmbedError, ProviderUnavailable, WorkerNotAllowed
 from .model_config import parse_config
 from .model_store import model_permission_denied
 from .settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
@@ -132,8 +133,18 @@ class Worker:
                 self.stop.wait(self.options.retry_base_s)
 
     def claim(self, conn: Any) -> list[Job]:
-        rows = conn.execute(CLAIM, {"batch": self.options.batch_size, "me": self.name,
-                                    "lease": self.options.lease_s}).fetchall()
+        import psycopg
+
+        try:
+            rows = conn.execute(CLAIM, {"batch": self.options.batch_size, "me": self.name,
+                                        "lease": self.options.lease_s}).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            (role,) = conn.execute("SELECT current_user").fetchone()
+            self.fatal = WorkerNotAllowed(f'role "{role}" may not claim jobs: it is not a member of imgembed_worker',
+                                          hint=f"GRANT imgembed_worker TO {role};")
+            log.error("%s (%s); stopping", self.fatal.message, self.fatal.hint)
+            self.stop.set()
+            return []
         return [Job(*row) for row in sorted(rows)]
 
     def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
@@ -278,7 +289,7 @@ class Worker:
 
 
 def _record_error(conn: Any, job: Job, model: str, sqlstate: str, message: str) -> None:
-    conn.execute("SELECT imgembed.record_error(%s, %s::jsonb, %s, %s, %s)",
+    conn.execute("SELECT imgembed.record_error(%s::regclass, %s::jsonb, %s, %s, %s)",
                  (job.tbl, json.dumps(job.row_key), model, sqlstate, message))
 
 

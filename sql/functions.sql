@@ -169,16 +169,20 @@ COMMENT ON FUNCTION imgembed.drop_embedding_trigger(regclass, name) IS
     'Remove the triggers create_embedding_trigger() made for vector_column';
 
 -- Runs as the caller: imgembed.errors' policy lets only writers of a table record its errors.
-CREATE FUNCTION imgembed.record_error(table_name text, row_key jsonb, model text, sqlstate text,
+-- The table is stored by its schema-qualified name, which the policy resolves whatever the
+-- caller's search_path.
+CREATE FUNCTION imgembed.record_error(tbl regclass, row_key jsonb, model text, sqlstate text,
                                       message text) RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO imgembed.errors (table_name, row_key, model, sqlstate, message)
-    VALUES (table_name, row_key, model, sqlstate, message)
+    SELECT format('%I.%I', n.nspname, c.relname), row_key, model, sqlstate, message
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl
 $$;
-COMMENT ON FUNCTION imgembed.record_error(text, jsonb, text, text, text) IS
-    'Append to imgembed.errors (used by embedding triggers with on_error => ''null'')';
+COMMENT ON FUNCTION imgembed.record_error(regclass, jsonb, text, text, text) IS
+    'Append to imgembed.errors (embedding triggers with on_error => ''null'', backfill, workers); writers of the table only';
 
 CREATE FUNCTION imgembed.version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

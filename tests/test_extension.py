@@ -29,7 +29,7 @@ EXPECTED = {
     "imgembed.create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
     "imgembed.drop_embedding_trigger(regclass,name)": ("v", True),
     "imgembed.embedding_trigger()": ("v", False),
-    "imgembed.record_error(text,jsonb,text,text,text)": ("v", False),
+    "imgembed.record_error(regclass,jsonb,text,text,text)": ("v", False),
     "imgembed.version()": ("i", False),
     "imgembed.runtime()": ("v", False),
 }

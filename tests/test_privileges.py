@@ -64,9 +64,9 @@ def test_only_writers_of_a_table_record_its_errors(conn, roles):
     conn.execute("CREATE TABLE readonly (id int PRIMARY KEY)")
     conn.execute(f"GRANT SELECT ON readonly TO {names['writer']}")
     with psycopg.connect(dsns["writer"], autocommit=True) as writer:
-        err = sql_error(writer, "SELECT imgembed.record_error('public.readonly', NULL, 'tiny', '22P03', 'forged')")
+        err = sql_error(writer, "SELECT imgembed.record_error('readonly', NULL, 'tiny', '22P03', 'forged')")
         assert err.sqlstate == "42501" and "row-level security" in err.diag.message_primary
-        writer.execute("SELECT imgembed.record_error('public.items', '{\"id\": 1}', 'tiny', '22P03', 'real')")
+        writer.execute("SELECT imgembed.record_error('items', '{\"id\": 1}', 'tiny', '22P03', 'real')")
         assert writer.execute("SELECT table_name, message FROM imgembed.errors").fetchall() == [("public.items", "real")]
     assert conn.execute("SELECT count(*) FROM imgembed.errors").fetchone() == (1,)
 
@@ -122,3 +122,23 @@ def test_new_models_are_public_unless_told_otherwise_and_grants_are_checked(conn
     _, dsns = roles
     with psycopg.connect(dsns["writer"], autocommit=True) as writer:
         assert sql_error(writer, "SELECT imgembed.grant_model_usage('private', current_user)").sqlstate == "42501"
+
+
+def test_a_worker_without_usage_on_the_model_records_a_permission_error(conn, roles, dsn):
+    from pg_imgembed.worker import Options, Worker
+
+    names, _ = roles
+    worker_role = f"embedder_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {worker_role} LOGIN IN ROLE imgembed_worker")
+    try:
+        conn.execute(f"GRANT SELECT, UPDATE ON items TO {worker_role}")
+        conn.execute("SELECT imgembed.revoke_model_usage('tiny', 'PUBLIC')")
+        worker = Worker(psycopg.conninfo.make_conninfo(dsn, user=worker_role), Options(once=True, max_attempts=1))
+        worker.run()
+        assert (worker.done, worker.failed) == (0, 0)
+        assert conn.execute("SELECT DISTINCT sqlstate, message FROM imgembed.errors").fetchall() == [
+            ("42501", 'worker gave up after 1 attempts: permission denied for model "tiny"')]
+        assert conn.execute("SELECT count(embedding) FROM items").fetchone() == (0,)
+    finally:
+        conn.execute(f"DROP OWNED BY {worker_role}")
+        conn.execute(f"DROP ROLE {worker_role}")

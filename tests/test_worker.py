@@ -269,7 +269,10 @@ def test_a_worker_role_needs_imgembed_worker_and_select_and_update_on_its_tables
     queued.execute("CREATE ROLE embedder LOGIN")
     try:
         queued.execute("GRANT SELECT, UPDATE ON items TO embedder")
-        assert work(psycopg.conninfo.make_conninfo(dsn, user="embedder")).done == 0  # not a worker: sees no job
+        refused = work(psycopg.conninfo.make_conninfo(dsn, user="embedder"))  # not a worker yet
+        assert refused.done == 0 and refused.fatal is not None
+        assert refused.fatal.message == 'role "embedder" may not claim jobs: it is not a member of imgembed_worker'
+        assert refused.fatal.hint == "GRANT imgembed_worker TO embedder;"
         queued.execute("GRANT imgembed_worker TO embedder")
         queued.execute("GRANT INSERT ON writes TO embedder")  # for the fixture's own counting trigger
         worker = work(psycopg.conninfo.make_conninfo(dsn, user="embedder"), batch_size=9)
