@@ -3,8 +3,9 @@
 
 EXTENSION = pg_imgembed
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
-EXT_VERSION := $(shell python3 scripts/build_sql.py --version)
-DATA_built = build/pg_imgembed--$(EXT_VERSION).sql
+# This version's install script, the released ones, and an update from each (scripts/build_sql.py).
+SQL_SCRIPTS := $(shell python3 scripts/build_sql.py --list)
+DATA_built = $(addprefix build/,$(SQL_SCRIPTS))
 # The settings module (src/pg_imgembed.c): defines imgembed.* so PostgreSQL enforces who sets them.
 MODULE_big = pg_imgembed
 OBJS = src/pg_imgembed.o
@@ -19,8 +20,8 @@ include $(PGXS)
 INSTALL_DATA = /usr/bin/install -C -m 644
 
 .PHONY: FORCE install-python
-build/pg_imgembed--$(EXT_VERSION).sql: FORCE
-	python3 scripts/build_sql.py --runtime-dir $(RUNTIME_DIR) --output $@
+$(addprefix build/,$(SQL_SCRIPTS)) &: FORCE
+	python3 scripts/build_sql.py --runtime-dir $(RUNTIME_DIR) --output build
 
 SITE_PACKAGES = $(RUNTIME_DIR)/venv/lib/python$(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 

@@ -33,7 +33,7 @@ def bound_model(plpy: Any, table: str, vector_column: str) -> str | None:
     """The model the column's embedding trigger is bound to, else the one its lineage names."""
     trigger = bound_trigger(plpy, table, vector_column)
     if trigger is not None:
-        return trigger["model"]
+        return str(trigger["model"])
     rows = plpy.execute(plpy.prepare(
         "SELECT model FROM imgembed.lineage WHERE tbl OPERATOR(pg_catalog.=) $1 AND vector_column OPERATOR(pg_catalog.=) $2",
         KEY_TYPES), [table, vector_column])

@@ -93,6 +93,7 @@ class ModelStore:
         if onnx is None:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
         config = read_config(config_json)
+        source_sha256 = hashlib.sha256(onnx).hexdigest()  # what sha256sum prints for the file loaded
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
         existing = self.plpy.execute(self._by_name, [name])
         if existing.nrows() and not replace:
@@ -112,20 +113,22 @@ class ModelStore:
         height, width = model.geometry.height, model.geometry.width
         upsert = self.plpy.prepare(
             """INSERT INTO imgembed.model_store AS m
-                   (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+                   (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config,
+                    source_sha256)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
                ON CONFLICT (name) DO UPDATE SET
                    onnx = EXCLUDED.onnx, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes,
                    dimensions = EXCLUDED.dimensions, input_name = EXCLUDED.input_name,
                    input_layout = EXCLUDED.input_layout, input_height = EXCLUDED.input_height,
                    input_width = EXCLUDED.input_width, config = EXCLUDED.config,
+                   source_sha256 = EXCLUDED.source_sha256,
                    generation = pg_catalog.nextval('imgembed.model_generation'),
                    loaded_at = now(), loaded_by = current_user""",
-            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text"],
+            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text", "text"],
         )
         self.plpy.execute(upsert, [
             name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
-            shown.preprocess.layout, height, width, json.dumps(shown.to_dict()),
+            shown.preprocess.layout, height, width, json.dumps(shown.to_dict()), source_sha256,
         ])
         if grant_public and not existing.nrows():  # a replacement keeps the model's grants
             self.plpy.execute(self.plpy.prepare(

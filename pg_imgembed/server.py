@@ -198,6 +198,8 @@ class Server:
     @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
                  batch_size: int | None, on_error: str | None, switch_model: bool | None) -> None:
+        """Model and on_error default to those of the column's trigger (model: else lineage's)."""
+        trigger = bound_trigger(self.plpy, table, vector_column)
         bound = lineage.bound_model(self.plpy, table, vector_column)
         if model is not None and bound is not None and model != bound:
             if not switch_model:
@@ -205,9 +207,10 @@ class Server:
                     f'column {vector_column} of {table} is bound to model "{bound}", not "{model}"',
                     hint=f'Leave model out to backfill with "{bound}", or pass switch_model => true to bind the '
                     f'column\'s trigger to "{model}" and re-embed every row with it.')
-            trigger = bound_trigger(self.plpy, table, vector_column)
             if trigger is not None:
                 self._bind(table, image_column, vector_column, model, trigger["on_error"], trigger["mode"])
+        if on_error is None:
+            on_error = trigger["on_error"] if trigger is not None else "error"
         settings = self.settings()
         backfill(self.plpy, self.store, settings, lambda stored: self._session(stored, settings),
                  table, image_column, vector_column, model if model is not None else bound, batch_size, on_error)

@@ -1,8 +1,20 @@
 #!/usr/bin/env python3
-"""Assemble the extension's install script from sql/*.sql.
+"""Assemble the extension's scripts from sql/.
 
-Replaces each ``#bootstrap`` line in PL/Python bodies with the preamble below, and fills in the
-version and the default runtime directory. The preamble runs once per backend: it refuses
+sql/ is split the way pgai splits its extension:
+
+- ``incremental/NNN-<version>.sql``: tables, their changes, grants and policies; each file runs
+  exactly once in a database's life, in order (a fresh install runs them all);
+- ``idempotent/*.sql``: functions and views by feature, ``CREATE OR REPLACE``, run by every
+  install and every update;
+- ``upgrade/<from>--<to>.sql``: what an update must drop before the idempotent part recreates it
+  with another signature;
+- ``released/pg_imgembed--<version>.sql``: install scripts of released versions, frozen.
+
+Built: ``pg_imgembed--<current>.sql`` (incremental + idempotent), every released install script,
+and ``pg_imgembed--<released>--<current>.sql`` for each released version (its upgrade drops, the
+incremental files after it, idempotent). Each ``#bootstrap`` line in PL/Python bodies becomes the
+preamble below; the version and the default runtime directory are filled in. The preamble runs once per backend: it refuses
 to start in parallel mode (SPI there breaks the backend), loads the settings module, reads
 ``imgembed.runtime_dir``, puts the runtime's site-packages first on ``sys.path`` and keeps the
 package's ``Server`` in ``GD``.
@@ -18,7 +30,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pg_imgembed.catalog import CATALOG  # noqa: E402  (pure data modules: no heavy imports)
 from pg_imgembed.templates import TEMPLATES  # noqa: E402
-PARTS = ["schema.sql", "functions.sql"]
+SQL = ROOT / "sql"
+# Order matters only where one feature's objects use another's: the models view comes first.
+IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "triggers.sql", "lineage.sql", "queue.sql"]
+HEADER = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
 
 PREAMBLE = '''\
 if "imgembed" not in GD:
@@ -56,6 +71,10 @@ def version() -> str:
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 
 
+def version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 def literal(value: object) -> str:
     if value is None:
         return "NULL"
@@ -71,33 +90,69 @@ def data_views() -> str:
     catalog = ",\n  ".join(
         "(" + ", ".join(literal(v) for v in (m.model_id, m.template, m.dimensions, m.license, m.onnx_file, m.output, m.notes)) + ")"
         for m in CATALOG)
-    return (f"CREATE VIEW imgembed.templates AS SELECT * FROM (VALUES\n  {templates}\n) t(name, description, config);\n"
+    return (f"CREATE OR REPLACE VIEW imgembed.templates AS SELECT * FROM (VALUES\n  {templates}\n) t(name, description, config);\n"
             "COMMENT ON VIEW imgembed.templates IS 'Preprocessing templates: load_model(..., config => ''{\"template\": \"clip\"}'')';\n"
             "GRANT SELECT ON imgembed.templates TO PUBLIC;\n"
-            f"CREATE VIEW imgembed.catalog AS SELECT * FROM (VALUES\n  {catalog}\n) "
+            f"CREATE OR REPLACE VIEW imgembed.catalog AS SELECT * FROM (VALUES\n  {catalog}\n) "
             "c(model_id, template, dimensions, license, onnx_file, output, notes);\n"
             "COMMENT ON VIEW imgembed.catalog IS 'Known models: pg-imgembed models load NAME --catalog MODEL_ID';\n"
             "GRANT SELECT ON imgembed.catalog TO PUBLIC;\n")
 
 
-def build(runtime_dir: str) -> str:
-    header = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
-    body = "\n".join((ROOT / "sql" / part).read_text() for part in PARTS)
+def incremental(after: str | None = None) -> list[pathlib.Path]:
+    """Incremental files in order; with ``after``, only those of later versions."""
+    files = sorted((SQL / "incremental").glob("*.sql"))
+    return [f for f in files if after is None or version_key(f.stem.split("-", 1)[1]) > version_key(after)]
+
+
+def released() -> list[str]:
+    return sorted((f.name.removeprefix("pg_imgembed--").removesuffix(".sql") for f in (SQL / "released").glob("*.sql")),
+                  key=version_key)
+
+
+def upgrade_drops(start: str) -> list[pathlib.Path]:
+    """The upgrade/ files of every step from ``start`` on."""
+    steps = [f for f in (SQL / "upgrade").glob("*--*.sql")]
+    return sorted((f for f in steps if version_key(f.stem.split("--")[0]) >= version_key(start)),
+                  key=lambda f: version_key(f.stem.split("--")[0]))
+
+
+def finish(parts: list[pathlib.Path], runtime_dir: str) -> str:
+    body = "\n".join(part.read_text() for part in parts)
     body = re.sub(r"^#bootstrap$", PREAMBLE, body, flags=re.M)
     body = body.replace("-- @data_views@", data_views())
-    return header + body.replace("@VERSION@", version()).replace("@RUNTIME_DIR@", runtime_dir)
+    return HEADER + body.replace("@VERSION@", version()).replace("@RUNTIME_DIR@", runtime_dir)
+
+
+def scripts(runtime_dir: str) -> dict[str, str]:
+    """File name -> text of every script ``make install`` installs."""
+    current = version()
+    idempotent = [SQL / "idempotent" / name for name in IDEMPOTENT]
+    out = {f"pg_imgembed--{current}.sql": finish(incremental() + idempotent, runtime_dir)}
+    for old in released():
+        if old == current:
+            continue
+        frozen = (SQL / "released" / f"pg_imgembed--{old}.sql").read_text()
+        out[f"pg_imgembed--{old}.sql"] = frozen.replace("@RUNTIME_DIR@", runtime_dir)
+        out[f"pg_imgembed--{old}--{current}.sql"] = finish(upgrade_drops(old) + incremental(after=old) + idempotent,
+                                                           runtime_dir)
+    return out
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime-dir", default="/usr/local/lib/pg_imgembed")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--output", type=pathlib.Path)
+    parser.add_argument("--list", action="store_true", help="print the names of the scripts built and exit")
+    parser.add_argument("--output", type=pathlib.Path, help="directory to write the scripts to")
     args = parser.parse_args()
     if args.version:
         print(version())
+    elif args.list:
+        print(" ".join(sorted(scripts(args.runtime_dir))))
     else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        new = build(args.runtime_dir)
-        if not args.output.exists() or args.output.read_text() != new:
-            args.output.write_text(new)
+        args.output.mkdir(parents=True, exist_ok=True)
+        for name, text in scripts(args.runtime_dir).items():
+            path = args.output / name
+            if not path.exists() or path.read_text() != text:  # unchanged files keep their mtime
+                path.write_text(text)

@@ -1,0 +1,102 @@
+-- Models: the settings module, loading, replacing, dropping, locking, introspection.
+-- Idempotent: CREATE OR REPLACE, run by every install and every update (scripts/build_sql.py).
+-- PL/Python bodies are thin: "#bootstrap" is replaced at build time by the preamble that starts the
+-- runtime once per session, then each body calls one method of pg_imgembed.server.Server.
+-- Everything that reads the model table is PARALLEL UNSAFE: PL/Python's SPI inside a parallel
+-- query breaks the backend (the next call crashes the server), so such a query must stay serial.
+
+CREATE OR REPLACE VIEW imgembed.models AS
+SELECT name,
+       dimensions,
+       format('%s %sx%sx%s', input_layout, 3, input_height, input_width) AS input,
+       config -> 'preprocess' AS preprocess,
+       config -> 'output' AS output,
+       bytes,
+       sha256,
+       loaded_at,
+       is_default,
+       source_sha256,
+       generation
+  FROM imgembed.model_store;
+COMMENT ON VIEW imgembed.models IS
+    'Loaded models: dimensions, input geometry, preprocessing, size, sha256 (stored pipeline; source_sha256: the file loaded), default';
+GRANT SELECT ON imgembed.models TO PUBLIC;
+
+-- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and catalog.py:
+-- @data_views@
+
+-- Loading this C library defines the imgembed.* settings for real (src/pg_imgembed.c); every
+-- PL/Python body's bootstrap calls it once per session before it reads a setting.
+CREATE OR REPLACE FUNCTION imgembed.load_settings() RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'imgembed_load_settings';
+COMMENT ON FUNCTION imgembed.load_settings() IS
+    'Load pg_imgembed''s settings module (defines imgembed.*; values a role may not set are dropped)';
+
+-- Writers of embedded columns hold the model's row FOR SHARE until they commit (see
+-- imgembed.lineage). SECURITY DEFINER because FOR SHARE needs UPDATE on the table; it returns the
+-- generation of the newest committed version of the row, NULL if the model is gone.
+CREATE OR REPLACE FUNCTION imgembed.lock_model(model text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint;
+BEGIN
+    SELECT m.generation INTO locked FROM imgembed.model_store m WHERE m.name = model FOR SHARE;
+    RETURN locked;
+END
+$$;
+COMMENT ON FUNCTION imgembed.lock_model(text) IS
+    'Hold a model FOR SHARE until commit (writers of embedded columns); returns its generation';
+
+CREATE OR REPLACE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
+                                    replace boolean DEFAULT false, grant_public boolean DEFAULT true)
+RETURNS SETOF imgembed.models
+LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].load_model(name, onnx, config, replace, grant_public)
+$python$;
+COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) IS
+    'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config; '
+    'a new model is usable by PUBLIC unless grant_public => false';
+REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+
+CREATE OR REPLACE FUNCTION imgembed.set_default_model(name text) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].set_default_model(name)
+$python$;
+COMMENT ON FUNCTION imgembed.set_default_model(text) IS 'Make a loaded model the one img_embedding(image) uses';
+REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+
+CREATE OR REPLACE FUNCTION imgembed.drop_model(name text) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+GD["imgembed"].drop_model(name)
+$python$;
+COMMENT ON FUNCTION imgembed.drop_model(text) IS 'Remove a model; refused while an embedding trigger uses it';
+REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+
+CREATE OR REPLACE FUNCTION imgembed.version() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT '@VERSION@'::text $$;
+COMMENT ON FUNCTION imgembed.version() IS 'Version of the installed SQL';
+
+CREATE OR REPLACE FUNCTION imgembed.runtime() RETURNS jsonb
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].runtime()
+$python$;
+COMMENT ON FUNCTION imgembed.runtime() IS
+    'Where the Python runtime lives and the versions of the packages it uses, with the settings in effect';

@@ -1,0 +1,184 @@
+"""ALTER EXTENSION pg_imgembed UPDATE from 0.1.0 as released: nothing lost, everything works, and
+the result is the same extension as a fresh install.
+
+0.1.0 runs here as released: its frozen install script (sql/released/) and its Python package from
+the release commit, in a runtime of its own beside the installed one.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import io
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from pg_imgembed.devcluster import pg_bindir
+from pg_imgembed.worker import Options, Worker
+from tests import images, onnx_models
+from tests.helpers import TINY_CONFIG, embed, vector
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE_0_1_0 = "0dafd3d"
+RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
+PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(4)]
+
+# What the comparison reads: every property of the extension's objects a user or a dump can see.
+CATALOG = {
+    "functions": """SELECT p.oid::regprocedure::text, p.provolatile, p.proisstrict, p.proparallel, p.prosecdef,
+                           p.proconfig, obj_description(p.oid, 'pg_proc'), p.proacl::text, p.prorettype::regtype::text,
+                           md5(p.prosrc)
+                      FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+                     WHERE d.deptype = 'e' AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_imgembed')""",
+    "relations": """SELECT c.relname, c.relkind, c.relacl::text, c.relrowsecurity, obj_description(c.oid, 'pg_class'),
+                           CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END
+                      FROM pg_class c WHERE c.relnamespace = 'imgembed'::regnamespace AND c.relname NOT LIKE 'enqueue\\_%'""",
+    "columns": """SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                         pg_get_expr(ad.adbin, ad.adrelid), a.attisdropped, a.attstorage, a.attacl::text
+                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                   WHERE c.relnamespace = 'imgembed'::regnamespace AND a.attnum > 0 AND c.relkind IN ('r', 'v', 'S')""",
+    "constraints": """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+                       WHERE connamespace = 'imgembed'::regnamespace""",
+    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'imgembed'",
+    "policies": "SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies WHERE schemaname = 'imgembed'",
+    "members": """SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
+                   WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_imgembed')""",
+    "config": "SELECT extversion, extconfig::regclass[]::text[], extcondition FROM pg_extension WHERE extname = 'pg_imgembed'",
+}
+
+
+def snapshot(dsn: str) -> dict[str, list]:
+    with psycopg.connect(dsn) as conn:
+        return {name: sorted(conn.execute(query).fetchall(), key=repr) for name, query in CATALOG.items()}
+
+
+@pytest.fixture
+def runtime_0_1_0(local_server, tmp_path_factory):
+    """A runtime with 0.1.0's package and the installed runtime's dependencies."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", RELEASE_0_1_0, "pg_imgembed"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"needs git and the release commit {RELEASE_0_1_0}")
+    installed = next((RUNTIME_DIR / "venv" / "lib").glob("python3.*/site-packages"))
+    root = Path(f"/tmp/imgembed-runtime-0.1.0-{uuid.uuid4().hex[:8]}")
+    site = root / "venv" / "lib" / installed.parent.name / "site-packages"
+    site.mkdir(parents=True)
+    for entry in installed.iterdir():
+        if entry.name not in ("pg_imgembed", "__pycache__") and not entry.name.endswith(".pth"):
+            (site / entry.name).symlink_to(entry)
+    tarfile.open(fileobj=io.BytesIO(archive)).extractall(site)
+    # 0.1.0 appended its runtime after the system's dist-packages (the bug 0.2.0 fixes); where
+    # Debian's numpy or protobuf is installed it could not run at all, so put it first here.
+    (site / "aaa_first.pth").write_text(f"import sys; sys.path.insert(0, {str(site)!r})\n")
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+def databases(server_dsn):
+    names = {k: f"imgembed_{k}_{uuid.uuid4().hex[:8]}" for k in ("upgraded", "fresh", "restored")}
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield {k: psycopg.conninfo.make_conninfo(server_dsn, dbname=v) for k, v in names.items()}
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def use_0_1_0(dsn: str, runtime: Path) -> None:
+    """What a 0.1.0 user had: a model, sync and async triggers, embedded rows, queued jobs, an error."""
+    with psycopg.connect(dsn, autocommit=True, options=f"-c imgembed.runtime_dir={runtime}") as conn:
+        conn.execute("CREATE EXTENSION pg_imgembed VERSION '0.1.0' CASCADE")
+        conn.execute("SELECT * FROM imgembed.load_model('tiny', %s, %s::jsonb)",
+                     (onnx_models.conv_net(), psycopg.types.json.Jsonb(TINY_CONFIG)))
+        conn.execute("SELECT imgembed.set_default_model('tiny')")
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+        conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', on_error => 'null')")
+        conn.execute("INSERT INTO items VALUES (1, %s), (2, %s), (3, 'junk')", (PHOTOS[0], PHOTOS[1]))
+        conn.execute("CREATE TABLE later (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+        conn.execute("SELECT imgembed.create_embedding_trigger('later', 'photo', 'embedding', mode => 'async')")
+        conn.execute("INSERT INTO later VALUES (1, %s), (2, %s)", (PHOTOS[2], PHOTOS[3]))
+        assert conn.execute("SELECT imgembed.version()").fetchone() == ("0.1.0",)
+
+
+def test_0_1_0_updates_without_losing_anything(runtime_0_1_0, databases):
+    dsn = databases["upgraded"]
+    use_0_1_0(dsn, runtime_0_1_0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = {
+            "models": conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall(),
+            "vectors": conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall(),
+            "jobs": conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall(),
+            "errors": conn.execute("SELECT table_name, row_key, sqlstate FROM imgembed.errors").fetchall(),
+        }
+        assert len(before["vectors"]) == 3 and len(before["jobs"]) == 2 and len(before["errors"]) == 1
+        err = conn.execute  # 0.1.0's SQL with 0.2.0's runtime: the error names the fix
+        with pytest.raises(psycopg.Error) as mismatch:
+            err("SELECT img_embedding(%s)", (PHOTOS[0],))
+        assert mismatch.value.diag.message_primary.endswith(
+            "pg_imgembed SQL version 0.1.0 does not match its Python package version 0.2.0")
+        assert "run `make install`, then ALTER EXTENSION pg_imgembed UPDATE" in mismatch.value.diag.message_hint
+
+        conn.execute("ALTER EXTENSION pg_imgembed UPDATE")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT imgembed.version(), extversion FROM pg_extension WHERE extname = 'pg_imgembed'"
+                            ).fetchone() == ("0.2.0", "0.2.0")
+        assert conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall() == before["models"]
+        assert conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall() == before["vectors"]
+        assert conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall() == before["jobs"]
+        assert conn.execute("SELECT table_name, row_key, sqlstate FROM imgembed.errors").fetchall() == before["errors"]
+        assert conn.execute("SELECT model, grantee FROM imgembed.model_usage").fetchall() == [("tiny", "PUBLIC")]
+        assert conn.execute("SELECT model, stale FROM imgembed.vector_lineage ORDER BY tbl::text").fetchall() == [
+            ("tiny", False), ("tiny", False)]
+        # Everything still works: the sync trigger, the queued jobs, a new async insert, backfill.
+        np.testing.assert_array_equal(vector(before["vectors"][0][1]), embed(conn, PHOTOS[0]))
+        conn.execute("INSERT INTO items VALUES (4, %s)", (PHOTOS[3],))
+        (text,) = conn.execute("SELECT embedding::text FROM items WHERE id = 4").fetchone()
+        np.testing.assert_array_equal(vector(text), embed(conn, PHOTOS[3]))
+        conn.execute("INSERT INTO later VALUES (3, %s)", (PHOTOS[0],))
+        worker = Worker(dsn, Options(once=True))
+        worker.run()
+        assert (worker.done, worker.failed) == (3, 0)
+        for row_id, text in conn.execute("SELECT id, embedding::text FROM later"):
+            np.testing.assert_array_equal(vector(text), embed(conn, PHOTOS[[2, 3, 0][row_id - 1]]))
+        conn.execute("UPDATE items SET embedding = NULL WHERE id = 2")
+        conn.execute("CALL imgembed.backfill('items', 'photo', 'embedding')")
+        assert conn.execute("SELECT embedding::text FROM items WHERE id = 2").fetchone() == (before["vectors"][1][1],)
+
+
+def test_an_updated_database_is_a_fresh_install_and_dumps(runtime_0_1_0, databases, tmp_path):
+    use_0_1_0(databases["upgraded"], runtime_0_1_0)
+    with psycopg.connect(databases["upgraded"], autocommit=True) as conn:
+        conn.execute("ALTER EXTENSION pg_imgembed UPDATE")
+    with psycopg.connect(databases["fresh"], autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
+    upgraded, fresh = snapshot(databases["upgraded"]), snapshot(databases["fresh"])
+    for part in CATALOG:
+        assert upgraded[part] == fresh[part], part
+
+    dump = tmp_path / "upgraded.dump"
+    bindir = pg_bindir()
+    subprocess.run([bindir / "pg_dump", "-Fc", "-f", dump, "-d", databases["upgraded"]], check=True)
+    subprocess.run([bindir / "pg_restore", "--exit-on-error", "-d", databases["restored"], dump], check=True)
+    with psycopg.connect(databases["restored"], autocommit=True) as restored, \
+            psycopg.connect(databases["upgraded"], autocommit=True) as original:
+        for query in ("SELECT name, sha256, generation FROM imgembed.models",
+                      "SELECT id, embedding::text FROM items ORDER BY id",
+                      "SELECT model, grantee FROM imgembed.model_usage",
+                      "SELECT tbl::text, vector_column, model, generation FROM imgembed.lineage ORDER BY 1"):
+            assert restored.execute(query).fetchall() == original.execute(query).fetchall(), query
+        restored.execute("INSERT INTO items VALUES (5, %s)", (PHOTOS[1],))
+        assert restored.execute("SELECT a.embedding = b.embedding FROM items a, items b WHERE a.id = 2 AND b.id = 5"
+                                ).fetchone() == (True,)
