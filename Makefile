@@ -1,5 +1,5 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
-# `make test` do the same first; `make bench` prints the throughput table (bench/throughput.py).
+# `make test` do the same first; `make lint` runs ruff and mypy; `make bench` prints the throughput table.
 # Variables: RUNTIME_DIR (where the server's Python packages go),
 # PG_CONFIG (which PostgreSQL; default: the newest installed),
 # ONNXRUNTIME (the runtime's onnxruntime build: onnxruntime, or onnxruntime-gpu[cuda,cudnn] for CUDA).
@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTEST_ARGS ?=
 find_pg_config = $(firstword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -rV))
 
-.PHONY: install deps demo test bench dev-venv clean
+.PHONY: install deps demo test lint bench dev-venv clean
 
 install: deps
 	$(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
@@ -33,6 +33,10 @@ demo: install dev-venv
 
 bench: install dev-venv
 	$(VENV)/bin/python bench/throughput.py
+
+lint: dev-venv
+	$(VENV)/bin/ruff check pg_imgembed tests scripts bench
+	$(VENV)/bin/mypy
 
 test: install dev-venv
 	PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests

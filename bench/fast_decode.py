@@ -34,16 +34,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.embedding_model import EmbeddingModel  # noqa: E402
-from pg_imgembed.model_config import parse_config  # noqa: E402
+from pg_imgembed.embedding_model import EmbeddingModel
+from pg_imgembed.model_config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"0.3MP": 640 * 480, "2MP": 1920 * 1080, "12MP": 4000 * 3000}  # target pixel counts

@@ -14,8 +14,8 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -24,8 +24,9 @@ from pg_imgembed.devcluster import LocalCluster, fresh_database
 from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import parse_config
 from pg_imgembed.vector_text import vector_to_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from tests import images, onnx_models  # noqa: E402
+from tests import images, onnx_models
 
 DIMS = 2048
 CONFIG = {"preprocess": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
@@ -54,7 +55,7 @@ def main() -> None:
 def run(dsn: str, calls: int) -> None:
     vec = np.random.default_rng(0).standard_normal(DIMS).astype(np.float32)
     vec /= np.linalg.norm(vec)
-    hex_text, dec_text = vector_to_text(vec), "[" + ",".join("%.9g" % x for x in vec.tolist()) + "]"
+    hex_text, dec_text = vector_to_text(vec), "[" + ",".join(f"{x:.9g}" for x in vec.tolist()) + "]"
     rows: list[tuple[str, float]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")

@@ -39,11 +39,12 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -301,8 +302,8 @@ class Bench:
         tensors = [client_tensor(f)[None] for f in files]
         result.ms["a"] = per_image_ms(lambda: [self.session.run(None, {"pixel_values": t}) for t in tensors], n, repeat)
         ready = [self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9)) for f in files]
-        prepare = lambda f: self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9))  # noqa: E731
-        infer = lambda t: self.pipeline.run([t])  # noqa: E731
+        prepare = lambda f: self.pipeline.preprocess(self.pipeline.decode(f, max_pixels=10**9))
+        infer = lambda t: self.pipeline.run([t])
         # Measured alike on 1 thread and on every core, so their ratio is the scaling.
         result.infer_1t_ms, result.infer_nt_ms = (parallel_ms(infer, ready, k) for k in (1, CORES))
         result.decode_1t_ms, result.decode_nt_ms = (parallel_ms(prepare, files, k) for k in (1, CORES))

@@ -16,7 +16,8 @@ Bad images follow the triggers' ``on_error`` policy; under ``'null'`` they are r
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig, ModelReplaced
 from .model_store import ModelStore, StoredModel
+from .plpy_api import PLPy
 from .settings import Settings
 from .triggers import check_target, primary_key, record_failure, relation_oid
 from .vector_text import vector_to_text
@@ -32,11 +34,11 @@ from .vector_text import vector_to_text
 NOTICE_EVERY_S = 1.0
 
 
-def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable[[StoredModel], EmbeddingModel],
-             table: str, image_column: str, vector_column: str, model: str, batch_size: int | None,
+def backfill(plpy: PLPy, store: ModelStore, settings: Settings, session: Callable[[StoredModel], EmbeddingModel],
+             table: str, image_column: str, vector_column: str, model: str | None, batch_size: int | None,
              on_error: str | None) -> int:
     """Returns the number of rows embedded by the NULL pass. ``model`` is the one the column is
-    bound to (see ``lineage.bound_model``)."""
+    bound to (see ``lineage.bound_model``); None: the default model."""
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -50,7 +52,7 @@ def backfill(plpy: Any, store: ModelStore, settings: Settings, session: Callable
 class Run:
     """One backfill call: the target, its model, and the batch steps both passes use."""
 
-    def __init__(self, plpy: Any, store: ModelStore, settings: Settings, embedder: EmbeddingModel, stored: StoredModel,
+    def __init__(self, plpy: PLPy, store: ModelStore, settings: Settings, embedder: EmbeddingModel, stored: StoredModel,
                  table: str, image_column: str, vector_column: str, batch_size: int, on_error: str | None) -> None:
         self.plpy, self.store, self.settings, self.embedder, self.stored = plpy, store, settings, embedder, stored
         self.table, self.image_column, self.vector_column = table, image_column, vector_column
@@ -164,9 +166,9 @@ class Run:
         rows_in_table = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {self.table}")[0]["n"]
         done, started = 0, time.monotonic()
         while True:
-            state = plpy.execute(lock, [self.table, self.vector_column])[0]
+            current = plpy.execute(lock, [self.table, self.vector_column])[0]
             # A re-embedding towards another generation (abandoned, or rolled back) restarts.
-            resume = state["resume_after"] if state["target_generation"] == self.stored.generation else None
+            resume = current["resume_after"] if current["target_generation"] == self.stored.generation else None
             self.hold_model()
             rows = plpy.execute(claim, [resume, self.batch_size])
             if rows.nrows() == 0:

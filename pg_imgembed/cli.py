@@ -14,8 +14,9 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__, catalog
 from .errors import ImgEmbedError, InvalidConfig
@@ -45,7 +46,7 @@ def connect(dsn: str | None):
     try:
         import psycopg
     except ImportError:
-        raise SystemExit("pg-imgembed: psycopg is needed to talk to the database: pip install 'pg_imgembed[client]'")
+        raise SystemExit("pg-imgembed: psycopg is needed to talk to the database: pip install 'pg_imgembed[client]'") from None
     return psycopg.connect(dsn or "", autocommit=True)
 
 
@@ -54,6 +55,7 @@ def model_source(args: argparse.Namespace) -> tuple[bytes, dict[str, Any] | None
     from .model_dir import download, read_model_dir
 
     config: dict[str, Any] | None = None
+    found: dict[str, Any] | None
     if args.config:
         text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
         config = json.loads(text)

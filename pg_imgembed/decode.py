@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -138,14 +139,36 @@ def _open(data: bytes) -> Image.Image:
         sniffed = sniff_format(data)
         if sniffed in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP"):
             raise _undecodable(data, f"{sniffed} header is corrupt or truncated") from exc
-        raise _undecodable(data, "not a recognised image format") from exc
+        raise _undecodable(data, "not a known image format") from exc
 
 
 def _undecodable(data: bytes, reason: str) -> UndecodableImage:
+    kind = sniff_format(data)
+    hint = "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
+    path = _file_name(data)
+    if path is not None:
+        hint = (f"These bytes are the text {path!r}, which looks like a file name: pass the file's contents "
+                "(read it in the client, or pg_read_binary_file() on the server). " + hint)
     return UndecodableImage(
-        f"cannot decode image ({len(data)} bytes, looks like {sniff_format(data)}): {reason}",
-        hint="Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF.",
+        f"cannot decode image ({len(data)} bytes{'' if kind == 'unknown' else f', looks like {kind}'}): {reason}",
+        hint=hint,
     )
+
+
+_IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|webp|gif|bmp|tiff?|heic|avif)$", re.I)
+
+
+def _file_name(data: bytes) -> str | None:
+    """The text, if the bytes are a short line that looks like a path or an image file name."""
+    if len(data) > 4096:
+        return None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text.isprintable() or not (text.startswith(("/", "~/", "./", "../", "file:")) or _IMAGE_SUFFIX.search(text)):
+        return None
+    return text
 
 
 def to_rgb(img: Image.Image, background: Sequence[int] | None = None) -> Image.Image:

@@ -84,7 +84,7 @@ class LocalCluster:
         with open(self.data / "postgresql.conf", "a") as f:
             f.writelines(f"{k} = {v}\n" for k, v in conf.items())
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         if not self.initialised():
             self.init()
         if self._as_postgres and not self.log.exists():
@@ -102,7 +102,7 @@ class LocalCluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

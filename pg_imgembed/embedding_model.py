@@ -6,11 +6,11 @@ layout) is read from the model's input shape, and the resolved config is what ge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,8 +20,18 @@ from .errors import InferenceFailed, InvalidConfig, InvalidModel, ProviderUnavai
 from .model_config import ModelConfig, Resize
 from .pipeline_spec import built_config, outside_config, read_spec
 from .transforms import (
-    CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact, ResizeShortestEdge, ResizeThenCrop,
-    ReverseChannels, ToFloatArray, compose, resize_threads,
+    CenterCrop,
+    ChannelsFirst,
+    Compose,
+    Normalize,
+    Rescale,
+    ResizeExact,
+    ResizeShortestEdge,
+    ResizeThenCrop,
+    ReverseChannels,
+    ToFloatArray,
+    compose,
+    resize_threads,
 )
 
 MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
@@ -152,16 +162,16 @@ def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
     """Fill in what the model's fixed input shape determines; reject contradictions."""
     pre = config.preprocess
     final = pre.center_crop or (pre.resize.exact if pre.resize else None)
-    fixed = (geometry.height, geometry.width)
+    fixed = (geometry.height, geometry.width) if geometry.height is not None and geometry.width is not None else None
     if pre.resize is None:
-        if None in fixed:
+        if fixed is None:
             raise InvalidConfig(
                 "the model accepts any image size, so the config must say how to resize",
                 hint='Add "resize": {"shortest_edge": 256} or {"height": 224, "width": 224} to preprocess.',
             )
         pre = replace(pre, resize=Resize(height=fixed[0], width=fixed[1]))
         final = pre.center_crop or fixed
-    if final is None and None not in fixed:
+    if final is None and fixed is not None:
         pre = replace(pre, center_crop=fixed)  # shortest-edge resize alone: crop to the model's size
         final = fixed
     if final is None:
@@ -169,7 +179,7 @@ def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
             "a shortest_edge resize without center_crop gives images of varying size",
             hint="Add center_crop so every image reaches the model at one size.",
         )
-    if None not in fixed and tuple(final) != fixed:
+    if fixed is not None and tuple(final) != fixed:
         raise InvalidConfig(
             f"preprocessing produces {final[0]}x{final[1]} images but the model input "
             f"{geometry.name!r} is {fixed[0]}x{fixed[1]}"
@@ -272,7 +282,7 @@ class EmbeddingModel:
         """Batch of preprocessed tensors -> ``(N, D)`` float32 embeddings."""
         if self.geometry.batch == 1 and len(tensors) > 1:
             return np.concatenate([self.run([t]) for t in tensors])
-        batch = np.stack(tensors).astype(self.geometry.dtype, copy=False)
+        batch: np.ndarray = np.stack(tensors).astype(self.geometry.dtype, copy=False)
         try:
             (raw,) = self.session.run([self.output_name], {self.geometry.name: batch})
         except Exception as exc:

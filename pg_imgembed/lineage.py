@@ -8,14 +8,13 @@ cannot break this: see the comment on imgembed.lineage in sql/schema.sql.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .model_store import StoredModel, bound_trigger
+from .plpy_api import PLPy
 
 KEY_TYPES = ["pg_catalog.regclass", "name"]  # (tbl, vector_column)
 
 
-def record(plpy: Any, table: str, vector_column: str, stored: StoredModel, *, done: bool) -> None:
+def record(plpy: PLPy, table: str, vector_column: str, stored: StoredModel, *, done: bool) -> None:
     """``done=False``: a trigger or backfill starts embedding this column with ``stored``. A new
     column is taken as made by it; a column made by another model keeps that model's sha256, so
     it shows as stale. ``done=True``: every vector of the column now comes from ``stored``."""
@@ -29,7 +28,7 @@ def record(plpy: Any, table: str, vector_column: str, stored: StoredModel, *, do
         [table, vector_column, stored.name, stored.sha256, stored.generation])
 
 
-def bound_model(plpy: Any, table: str, vector_column: str) -> str | None:
+def bound_model(plpy: PLPy, table: str, vector_column: str) -> str | None:
     """The model the column's embedding trigger is bound to, else the one its lineage names."""
     trigger = bound_trigger(plpy, table, vector_column)
     if trigger is not None:

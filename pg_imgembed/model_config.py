@@ -8,8 +8,9 @@ what the model table stores and shows, so what runs is what is displayed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidConfig
 from .transforms import RESAMPLE
@@ -79,7 +80,7 @@ class ModelConfig:
             data["preprocess"]["center_crop"] = {"height": crop[0], "width": crop[1]}
         return data
 
-    def with_preprocess(self, **changes: Any) -> "ModelConfig":
+    def with_preprocess(self, **changes: Any) -> ModelConfig:
         return replace(self, preprocess=replace(self.preprocess, **changes))
 
 
@@ -91,7 +92,7 @@ def parse_config(raw: Mapping[str, Any] | None) -> ModelConfig:
         raise InvalidConfig(f"model config must be a JSON object, not {type(raw).__name__}")
     if _is_hf_processor(raw):
         return parse_hf_processor(raw)
-    _check_keys("config", raw, {"preprocess", "output", "source"})
+    _check_keys("config", raw, {"preprocess", "output", "source"}, also_accepted=frozenset({"template"}))
     pre = _object("preprocess", raw.get("preprocess") or {})
     if _is_hf_processor(pre):
         preprocess = parse_hf_processor(pre).preprocess
@@ -250,12 +251,13 @@ def _convnext_resize(size: Any, crop_pct: Any) -> tuple[Resize, tuple[int, int] 
 # ---------------------------------------------------------------- value checks
 
 
-def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
+def _check_keys(where: str, raw: Mapping[str, Any], known: set[str], also_accepted: frozenset[str] = frozenset()) -> None:
+    """``also_accepted``: keys expanded before this check (``template``), named in the hint too."""
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidConfig(
             f"unknown {where} key {unknown[0]!r}",
-            hint=f"Known {where} keys: {', '.join(sorted(known))}.",
+            hint=f"Known {where} keys: {', '.join(sorted(known | also_accepted))}.",
         )
 
 

@@ -56,7 +56,7 @@ def download(model_id: str, cache_dir: Path | None = None) -> Path:
     except ImportError:
         raise HubUnavailable("downloading from the Hugging Face hub needs the huggingface_hub package",
                              hint="pip install 'pg_imgembed[hub]'. " + offline) from None
-    patterns = [entry.onnx_file if entry else "*.onnx", "preprocessor_config.json", "config.json"]
+    patterns = [entry.onnx_file if entry and entry.onnx_file else "*.onnx", "preprocessor_config.json", "config.json"]
     try:
         return Path(snapshot_download(model_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as exc:  # network errors come in many types

@@ -25,9 +25,9 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 SUFFIX = ".onnx"
 NAME = re.compile(r"^[0-9a-f]{64}\.onnx$")

@@ -13,10 +13,20 @@ from typing import Any
 import numpy as np
 
 from .embedding_model import EmbeddingModel
-from .errors import (DimensionMismatch, DuplicateModel, ImgEmbedError, InvalidConfig, InvalidModel, ModelInUse,
-                     ModelPermissionDenied, NoDefaultModel,
-                     NullArgument, UnknownModel)
+from .errors import (
+    DimensionMismatch,
+    DuplicateModel,
+    ImgEmbedError,
+    InvalidConfig,
+    InvalidModel,
+    ModelInUse,
+    ModelPermissionDenied,
+    NoDefaultModel,
+    NullArgument,
+    UnknownModel,
+)
 from .model_config import ModelConfig, parse_config
+from .plpy_api import PLPy
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
 
@@ -34,7 +44,7 @@ class StoredModel:
 
 
 class ModelStore:
-    def __init__(self, plpy: Any) -> None:
+    def __init__(self, plpy: PLPy) -> None:
         self.plpy = plpy
         self._by_name = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1", ["text"])
         self._default = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE is_default")
@@ -203,7 +213,7 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
     return pipeline, built, got.size
 
 
-def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
+def embedding_triggers(plpy: PLPy) -> list[dict[str, Any]]:
     """Every embedding trigger (sync: imgembed.embedding_trigger(); async: a generated
     <table schema>.imgembed_enqueue_*() function; imgembed.enqueue_*() as 0.1.0 made them), with
     its arguments decoded."""
@@ -225,11 +235,11 @@ def embedding_triggers(plpy: Any) -> list[dict[str, Any]]:
     return out
 
 
-def triggers_using(plpy: Any, model: str) -> list[str]:
+def triggers_using(plpy: PLPy, model: str) -> list[str]:
     return sorted({t["table"] for t in embedding_triggers(plpy) if t["model"] == model})
 
 
-def bound_trigger(plpy: Any, table: str, vector_column: str) -> dict[str, Any] | None:
+def bound_trigger(plpy: PLPy, table: str, vector_column: str) -> dict[str, Any] | None:
     """The embedding trigger that keeps this vector column, if any."""
     name = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::text AS t", ["text"]), [table])[0]["t"]
     return next((t for t in embedding_triggers(plpy) if t["table"] == name and t["vector_column"] == vector_column), None)

@@ -148,4 +148,5 @@ def _wrap_graph(parts: tuple[list, list], name: str, inputs: list, outputs: list
 def _onnx_dtype(dtype: type) -> int:
     from onnx import TensorProto
 
-    return {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}[dtype]
+    types: dict[type, int] = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
+    return types[dtype]

@@ -10,10 +10,11 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from . import __version__
+from . import __version__, lineage, runtime_env, triggers
 from .backfill import backfill
 from .batch import embed_many
 from .decode import keep_buffers
@@ -22,17 +23,17 @@ from .errors import BoundModelMismatch, ImageError, ImgEmbedError, ParallelModeE
 from .model_config import parse_config
 from .model_files import ModelFiles, UnsafeDirectory
 from .model_store import ModelStore, StoredModel, bound_trigger
+from .plpy_api import PLPy
 from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
 from .settings import Settings, read_settings
 from .triggers import RowHandler
-from . import lineage, runtime_env, triggers
 from .vector_text import vector_to_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def start(plpy: Any, sql_version: str, runtime_dir: str) -> "Server":
+def start(plpy: PLPy, sql_version: str, runtime_dir: str) -> Server:
     """Called by each function's bootstrap once per backend; the result lives in ``GD``."""
     if sql_version != __version__:
         plpy.error(
@@ -52,7 +53,7 @@ def sql_function(method: F) -> F:
     """Run in serial mode only, and report our errors as SQL errors a user can act on."""
 
     @functools.wraps(method)
-    def wrapper(self: "Server", *args: Any) -> Any:
+    def wrapper(self: Server, *args: Any) -> Any:
         try:
             if self.hooks.in_parallel_mode():
                 raise ParallelModeError(
@@ -67,7 +68,7 @@ def sql_function(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def sql_error_factory(plpy: Any) -> Callable[[ImgEmbedError], Exception]:
+def sql_error_factory(plpy: PLPy) -> Callable[[ImgEmbedError], Exception]:
     """Exceptions PL/Python reports as ``pg_imgembed: <message>`` with our SQLSTATE/detail/hint.
 
     PL/Python prefixes a message with the exception's ``module.Class`` (``plpy.Error: ...``),
@@ -88,7 +89,7 @@ def model_key(stored: StoredModel, settings: Settings) -> ModelKey:
 
 
 class Server:
-    def __init__(self, plpy: Any, runtime_dir: str) -> None:
+    def __init__(self, plpy: PLPy, runtime_dir: str) -> None:
         self.plpy = plpy
         self.runtime_dir = runtime_dir
         self.hooks = ServerHooks()

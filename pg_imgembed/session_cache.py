@@ -9,7 +9,8 @@ its next call.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .embedding_model import EmbeddingModel
 

@@ -9,8 +9,8 @@ enforces who may set them: paths are a superuser's, limits can only be lowered b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from .errors import InvalidSetting
 

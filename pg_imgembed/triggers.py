@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .errors import ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger, DimensionMismatch
+from .errors import DimensionMismatch, ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger
 from .model_store import ModelStore, StoredModel
+from .plpy_api import PLPy
 
 ON_ERROR = ("error", "null")
 
@@ -31,11 +33,11 @@ def trigger_names(vector_column: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def relation_oid(plpy: Any, table: str) -> int:
+def relation_oid(plpy: PLPy, table: str) -> int:
     return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
 
 
-def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: str | None,
+def check_target(plpy: PLPy, store: ModelStore, table: str | None, image_column: str | None,
                  vector_column: str | None, model: str | None, on_error: str | None) -> StoredModel:
     """The checks shared by triggers and backfill: columns exist with the right types, the model
     exists and its dimensions fit the vector column, on_error is known. Returns the model."""
@@ -71,12 +73,14 @@ def check_target(plpy: Any, store: ModelStore, table: str | None, image_column: 
 MODES = ("sync", "async")
 
 
-def create(plpy: Any, store: ModelStore, table: str, image_column: str,
-           vector_column: str, model: str | None, on_error: str, mode: str | None) -> str:
+def create(plpy: PLPy, store: ModelStore, table: str | None, image_column: str | None,
+           vector_column: str | None, model: str | None, on_error: str | None, mode: str | None) -> str:
     """Check everything, then (re)create both triggers. Returns the model name bound."""
     if mode not in MODES:
         raise InvalidConfig(f"mode must be 'sync' or 'async', not {mode!r}")
     stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
+    # check_target refused NULLs and unknown on_error values
+    assert table is not None and image_column is not None and vector_column is not None and on_error is not None
     relid = relation_oid(plpy, table)
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
@@ -97,7 +101,7 @@ def create(plpy: Any, store: ModelStore, table: str, image_column: str,
     return stored.name
 
 
-def store_uncompressed(plpy: Any, relid: int, table: str, image_column: str) -> None:
+def store_uncompressed(plpy: PLPy, relid: int, table: str, image_column: str) -> None:
     """JPEG/PNG/WebP bytes do not compress: pglz trying on every insert costs more than the
     insert itself (1.6 MB photos: 24.7 ms -> 7.7 ms a row). Only the default storage is changed."""
     (storage,) = (r["s"] for r in plpy.execute(plpy.prepare(
@@ -109,7 +113,7 @@ def store_uncompressed(plpy: Any, relid: int, table: str, image_column: str) -> 
                     "image formats are compressed already")
 
 
-def enqueue_function(plpy: Any, relid: int, vector_column: str) -> str:
+def enqueue_function(plpy: PLPy, relid: int, vector_column: str) -> str:
     """Lives in the table's schema, where its owner may create it (a table can only be created in,
     or given to an owner with, CREATE on its schema), not in imgembed, where it may not."""
     schema = plpy.execute(plpy.prepare(
@@ -118,7 +122,7 @@ def enqueue_function(plpy: Any, relid: int, vector_column: str) -> str:
     return f"{schema}.imgembed_enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
 
 
-def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str, vector_column: str,
+def create_enqueue_function(plpy: PLPy, relid: int, table: str, image_column: str, vector_column: str,
                             model: str) -> str:
     """A PL/pgSQL trigger function for one table and column: the insert pays for one queue upsert,
     with the key columns spelled out (no Python, no dynamic SQL per row). It runs as the writer,
@@ -151,14 +155,14 @@ def create_enqueue_function(plpy: Any, relid: int, table: str, image_column: str
     return name
 
 
-def drop(plpy: Any, table: str, vector_column: str) -> None:
+def drop(plpy: PLPy, table: str, vector_column: str) -> None:
     relid = relation_oid(plpy, table)
     if not _drop_triggers(plpy, relid, table, vector_column):
         raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
     _drop_jobs(plpy, relid, table, vector_column)
 
 
-def _drop_triggers(plpy: Any, relid: int, table: str, vector_column: str) -> bool:
+def _drop_triggers(plpy: PLPy, relid: int, table: str, vector_column: str) -> bool:
     """Drop the column's triggers and its enqueue function, if any (without NOTICEs about what
     is not there); returns whether there was a trigger."""
     found = plpy.execute(
@@ -177,7 +181,7 @@ def _drop_triggers(plpy: Any, relid: int, table: str, vector_column: str) -> boo
     return found.nrows() > 0
 
 
-def _drop_jobs(plpy: Any, relid: int, table: str, vector_column: str) -> None:
+def _drop_jobs(plpy: PLPy, relid: int, table: str, vector_column: str) -> None:
     """With no async trigger left, no worker will take the column's jobs: drop them now, and say
     that their rows keep a NULL vector."""
     dropped = plpy.execute(plpy.prepare(
@@ -188,7 +192,7 @@ def _drop_jobs(plpy: Any, relid: int, table: str, vector_column: str) -> None:
                     hint="CALL imgembed.backfill(...) embeds the rows whose vector is NULL.")
 
 
-def _column(plpy: Any, relid: int, table: str, column: str) -> dict[str, Any]:
+def _column(plpy: PLPy, relid: int, table: str, column: str) -> dict[str, Any]:
     rows = plpy.execute(
         plpy.prepare(
             """SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, t.typname::text AS typname,
@@ -211,7 +215,7 @@ def _column(plpy: Any, relid: int, table: str, column: str) -> dict[str, Any]:
 class RowHandler:
     """``on_row(TD)`` for imgembed.embedding_trigger(); ``embed(image, model)`` returns vector text."""
 
-    def __init__(self, plpy: Any, embed: Callable[[bytes, str], str]) -> None:
+    def __init__(self, plpy: PLPy, embed: Callable[[bytes, str], str]) -> None:
         self.plpy = plpy
         self.embed = embed
         self._primary_keys: dict[str, list[str]] = {}
@@ -240,7 +244,7 @@ class RowHandler:
         record_failure(self.plpy, table, json.dumps(key, default=str) if key else None, model, exc)
 
 
-def primary_key(plpy: Any, relid: str | int) -> list[str]:
+def primary_key(plpy: PLPy, relid: str | int) -> list[str]:
     rows = plpy.execute(plpy.prepare(
         """SELECT a.attname::text AS name FROM pg_catalog.pg_index i
              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum OPERATOR(pg_catalog.=) ANY(i.indkey)
@@ -249,7 +253,7 @@ def primary_key(plpy: Any, relid: str | int) -> list[str]:
     return [r["name"] for r in rows]
 
 
-def record_failure(plpy: Any, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
+def record_failure(plpy: PLPy, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
     """Append to imgembed.errors (its policy admits writers of the table only)."""
     record = plpy.prepare("SELECT imgembed.record_error($1::pg_catalog.regclass, $2::jsonb, $3, $4, $5)",
                           ["text", "text", "text", "text", "text"])

@@ -29,8 +29,9 @@ import signal
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .batch import embed_many
 from .decode import keep_buffers
@@ -186,7 +187,7 @@ class Worker:
         settings = read_settings(gucs.get)
         keep_buffers(settings.decode_buffer_mb)
         keys = list(first.row_key)
-        q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+        q = lambda name: '"' + name.replace('"', '""') + '"'
         pk = ", ".join(f"t.{q(k)}" for k in keys)
         kk = ", ".join(f"k.{q(k)}" for k in keys)
         (vector_type,) = conn.execute(
@@ -204,7 +205,7 @@ class Worker:
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
             _record_error(conn, jobs[i], model_name, exc.sqlstate, f"worker: {exc.message}")
-        embedded = [(i, vectors[p]) for p, i in enumerate(present) if i not in failed_at]
+        embedded = [(i, vector) for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
         # One statement per batch, not per row: workers on other hosts pay a round trip each.
         written = {n for (n,) in conn.execute(
             f"UPDATE {first.tbl} t SET {q(first.vector_column)} = v.vec::{vector_type} "

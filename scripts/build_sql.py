@@ -28,8 +28,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pg_imgembed.catalog import CATALOG  # noqa: E402  (pure data modules: no heavy imports)
-from pg_imgembed.templates import TEMPLATES  # noqa: E402
+from pg_imgembed.catalog import CATALOG
+from pg_imgembed.templates import TEMPLATES
+
 SQL = ROOT / "sql"
 # Order matters only where one feature's objects use another's: the models view comes first.
 IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "triggers.sql", "lineage.sql", "queue.sql"]

@@ -324,7 +324,7 @@ def test_limit_applies_to_stored_size_of_rotated_jpeg():
 def test_empty_bytes_are_undecodable_with_exact_message():
     with pytest.raises(UndecodableImage) as info:
         decode(b"")
-    assert info.value.message == "cannot decode image (0 bytes, looks like unknown): not a recognised image format"
+    assert info.value.message == "cannot decode image (0 bytes): not a known image format"
     assert info.value.hint == SUPPORTED_HINT
     assert info.value.sqlstate == "22P03"
 
@@ -334,7 +334,7 @@ def test_json_blob_is_undecodable_and_reported_as_text():
     with pytest.raises(UndecodableImage) as info:
         decode(blob)
     assert info.value.message == (
-        f"cannot decode image ({len(blob)} bytes, looks like text): not a recognised image format"
+        f"cannot decode image ({len(blob)} bytes, looks like text): not a known image format"
     )
     assert "JPEG, PNG, WebP, GIF, BMP, TIFF" in info.value.hint
 
@@ -343,7 +343,7 @@ def test_random_bytes_are_undecodable():
     data = b"\x00" + np.random.default_rng(42).integers(0, 256, 999, dtype=np.uint8).tobytes()
     with pytest.raises(UndecodableImage) as info:
         decode(data)
-    assert info.value.message == "cannot decode image (1000 bytes, looks like unknown): not a recognised image format"
+    assert info.value.message == "cannot decode image (1000 bytes): not a known image format"
     assert isinstance(info.value, ImageError)
 
 
@@ -541,3 +541,11 @@ def test_corrupt_tiffs_write_nothing_to_stderr(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, *files], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("text", ["/tmp/cat.jpg", "photos/IMG_0001.JPG", "~/q.png", "file:///srv/a.webp"])
+def test_a_file_name_passed_as_an_image_gets_a_hint(text):
+    with pytest.raises(UndecodableImage) as info:
+        decode(text.encode())
+    assert info.value.message == f"cannot decode image ({len(text)} bytes): not a known image format"
+    assert info.value.hint.startswith(f"These bytes are the text {text!r}, which looks like a file name: ")

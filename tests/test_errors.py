@@ -13,7 +13,7 @@ def test_undecodable_bytes(conn):
     err = sql_error(conn, "SELECT img_embedding(%s)", (b"this is not an image at all",))
     assert err.sqlstate == "22P03"
     assert err.diag.message_primary == "pg_imgembed: " + (
-        "cannot decode image (27 bytes, looks like unknown): not a recognised image format"
+        "cannot decode image (27 bytes): not a known image format"
     )
     assert err.diag.message_detail == 'model "tiny"'
     assert err.diag.message_hint == "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
@@ -33,7 +33,7 @@ def test_formats_outside_the_supported_list_are_refused(conn):
     load_tiny(conn)
     err = sql_error(conn, "SELECT img_embedding(%s)", (images.encode(images.photo_like(), "PPM"),))
     assert err.sqlstate == "22P03"
-    assert err.diag.message_primary.endswith("not a recognised image format")
+    assert err.diag.message_primary.endswith("not a known image format")
 
 
 def test_unknown_model(conn):

@@ -288,7 +288,7 @@ def fastembed_vectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
     # fastembed opens files without applying EXIF orientation: give it the upright image there.
     inputs = [upright(photo(name)) if "exif" in name else str(files[name]) for name in PHOTOS]
     vectors = {}
-    for model_name, (config, dims, onnx_bytes) in FASTEMBED_MODELS.items():
+    for model_name, (config, _dims, onnx_bytes) in FASTEMBED_MODELS.items():
         repo = root / model_name.replace("/", "--")
         repo.mkdir()
         (repo / "model.onnx").write_bytes(onnx_bytes)

@@ -8,7 +8,14 @@ import pytest
 
 from pg_imgembed.errors import InvalidConfig
 from pg_imgembed.model_config import (
-    CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, OutputConfig, PreprocessConfig, Resize,
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    OutputConfig,
+    PreprocessConfig,
+    Resize,
     parse_config,
 )
 
@@ -106,6 +113,7 @@ def test_unknown_preprocess_key_message_is_verbatim():
 
 def test_unknown_top_level_and_output_keys_are_named():
     assert invalid({"prepocess": {}}).message == "unknown config key 'prepocess'"
+    assert invalid({"prepocess": {}}).hint == "Known config keys: output, preprocess, source, template."
     assert invalid({"output": {"pool": "cls"}}).message == "unknown output key 'pool'"
 
 

@@ -121,7 +121,7 @@ def test_execution_provider_setting_on_a_cpu_runtime(conn):
     """The CPU build of onnxruntime (what CI installs): auto and cpu run on the CPU, cuda is an
     error that says what to install, and a typo names the choices. Nothing is left half-loaded."""
     load_tiny(conn)
-    runtime = lambda: conn.execute("SELECT imgembed.runtime()").fetchone()[0]  # noqa: E731
+    runtime = lambda: conn.execute("SELECT imgembed.runtime()").fetchone()[0]
     assert runtime()["settings"]["execution_provider"] == "auto"
     expected = embed(conn, PHOTO)
     assert runtime()["sessions_run_on"] == ["cpu"]
@@ -149,7 +149,7 @@ def test_execution_provider_setting_on_a_cpu_runtime(conn):
 def test_decode_buffer_setting_bounds_the_memory_kept_between_images(conn):
     load_tiny(conn)
     embed(conn, PHOTO)
-    blocks = lambda: conn.execute("SELECT (imgembed.runtime()->>'decode_buffer_blocks')::int").fetchone()[0]  # noqa: E731
+    blocks = lambda: conn.execute("SELECT (imgembed.runtime()->>'decode_buffer_blocks')::int").fetchone()[0]
     assert blocks() == 4  # 64 MB in Pillow's 16 MB blocks
     conn.execute("SET imgembed.decode_buffer_mb = 0")
     embed(conn, PHOTO)

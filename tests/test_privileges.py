@@ -108,9 +108,10 @@ def test_a_role_without_usage_cannot_bind_or_write_through_a_trigger(conn, roles
 
 
 def test_new_models_are_public_unless_told_otherwise_and_grants_are_checked(conn, roles):
+    import json
+
     from tests import onnx_models
     from tests.helpers import TINY_CONFIG
-    import json
 
     conn.execute("SELECT * FROM imgembed.load_model('private', %s, %s::jsonb, grant_public => false)",
                  (onnx_models.conv_net(), json.dumps(TINY_CONFIG)))

@@ -11,8 +11,21 @@ import pytest
 from PIL import Image
 
 from pg_imgembed.transforms import (
-    MIN_BANDED_PIXELS, RESAMPLE, CenterCrop, ChannelsFirst, Compose, Normalize, Rescale, ResizeExact,
-    ResizeShortestEdge, ResizeThenCrop, ReverseChannels, ToFloatArray, band_bounds, compose, resize_threads,
+    MIN_BANDED_PIXELS,
+    RESAMPLE,
+    CenterCrop,
+    ChannelsFirst,
+    Compose,
+    Normalize,
+    Rescale,
+    ResizeExact,
+    ResizeShortestEdge,
+    ResizeThenCrop,
+    ReverseChannels,
+    ToFloatArray,
+    band_bounds,
+    compose,
+    resize_threads,
 )
 from tests.images import photo_like
 

@@ -96,7 +96,7 @@ def test_on_error_null_keeps_the_row_and_records_the_failure(items):
     assert stored(items, 2) is None
     row = items.execute("SELECT table_name, row_key, model, sqlstate, message FROM imgembed.errors").fetchone()
     assert row == ("public.items", {"id": 2}, "tiny", "22P03",
-                   "cannot decode image (7 bytes, looks like unknown): not a recognised image format")
+                   "cannot decode image (7 bytes): not a known image format")
 
 
 def test_failed_statement_leaves_no_error_records(items):

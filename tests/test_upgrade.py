@@ -5,12 +5,11 @@ the result is the same extension as a fresh install.
 the release commit, in a runtime of its own beside the installed one.
 """
 
+import io
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
-import io
 import uuid
 from pathlib import Path
 

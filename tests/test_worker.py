@@ -160,7 +160,7 @@ def test_unusable_image_is_a_permanent_failure(queued, dsn):
     work(dsn)
     assert status(queued) == (0, 0, 1, N)
     (message,) = queued.execute("SELECT message FROM imgembed.errors WHERE row_key = '{\"id\": 100}'").fetchone()
-    assert message == "worker: cannot decode image (4 bytes, looks like unknown): not a recognised image format"
+    assert message == "worker: cannot decode image (4 bytes): not a known image format"
 
 
 def test_transient_failures_are_retried_with_backoff(queued, dsn):
