@@ -21,7 +21,7 @@ import psycopg
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.client.devcluster import LocalCluster
 from tests import images, onnx_models
 
 WIDTH = 5000  # a 5000 x 5000 float32 projection: 100 MB of weights

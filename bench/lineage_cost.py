@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.client.devcluster import LocalCluster
 from tests import images, onnx_models
 
 ROWS = 200

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pg_imgembed.model_files import ModelFiles
+from pg_imgembed.model_file_cache import ModelFileCache
 
 SIZE = 100 * 2**20
 RUNS = 7
@@ -32,7 +32,7 @@ def main() -> None:
     sha = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory() as root:
         directory = Path(root) / "cache"
-        files = ModelFiles(directory)
+        files = ModelFileCache(directory)
         with files.open_verified(sha, SIZE, lambda: data) as path:  # writes the file
             assert path is not None
 

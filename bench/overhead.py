@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from pg_imgembed.devcluster import LocalCluster, fresh_database
+from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import parse_config
 from pg_imgembed.vector_text import vector_to_text

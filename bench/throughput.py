@@ -53,10 +53,11 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import resnet50
-from pg_imgembed.devcluster import LocalCluster, fresh_database
-from pg_imgembed.embedding_model import EmbeddingModel, make_session
+from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+from pg_imgembed.client.worker import Options, Worker
+from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import parse_config
-from pg_imgembed.worker import Options, Worker
+from pg_imgembed.onnx_session import make_session
 
 if TYPE_CHECKING:
     from fastembed import ImageEmbedding

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_model import EmbeddingModel, InputGeometry
+from .embedding_model import EmbeddingModel
 from .errors import InvalidModel
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
+from .onnx_session import InputGeometry
 from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
 _P = "pg_imgembed/"  # prefix of the tensors the wrapper adds, so they cannot clash with the model's

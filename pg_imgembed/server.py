@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__, lineage, runtime_env, triggers
+from .backend_state import BackendState
 from .backfill import backfill
 from .batch import embed_many
 from .decode import keep_buffers
 from .embedding_model import EmbeddingModel
 from .errors import BoundModelMismatch, ImageError, ImgEmbedError, ParallelModeError, RuntimeMismatch, RuntimeShadowed
 from .model_config import parse_config
-from .model_files import ModelFiles, UnsafeDirectory
+from .model_file_cache import ModelFileCache, UnsafeDirectory
 from .model_store import ModelStore, StoredModel, bound_trigger
 from .plpy_api import PLPy
-from .server_hooks import ServerHooks
 from .session_cache import ModelKey, SessionCache
 from .settings import Settings, read_settings
 from .triggers import RowHandler
@@ -92,14 +92,14 @@ class Server:
     def __init__(self, plpy: PLPy, runtime_dir: str) -> None:
         self.plpy = plpy
         self.runtime_dir = runtime_dir
-        self.hooks = ServerHooks()
+        self.hooks = BackendState()
         self.cache = SessionCache()
         self._store: ModelStore | None = None
         # The last (model, image) -> vector text: `ORDER BY e <=> img_embedding(q)` without an
         # index evaluates the STABLE call once per row, always with the same query image.
         self._last: tuple[tuple[ModelKey, Settings], bytes, str] | None = None
         self.images_embedded = 0
-        self._files: dict[str, ModelFiles] = {}  # cache directory -> its files (verified hashes)
+        self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
         self._unsafe_warned: set[str] = set()
         self.rows = RowHandler(plpy, lambda image, model: self._embed_text(image, model, writing=True))
         self.sql_error = sql_error_factory(plpy)
@@ -170,17 +170,17 @@ class Server:
 
         return self.cache.get(stored.name, model_key(stored, settings), load, settings.max_cached_models)
 
-    def model_files(self, settings: Settings) -> ModelFiles | None:
+    def model_files(self, settings: Settings) -> ModelFileCache | None:
         if settings.model_cache == "off":
             return None
         root = settings.model_cache or os.path.join(self.hooks.setting("data_directory") or "", "pg_imgembed_models")
         if not os.path.isabs(root):
             return None
         if root not in self._files:
-            self._files[root] = ModelFiles(Path(root))
+            self._files[root] = ModelFileCache(Path(root))
         return self._files[root]
 
-    def _warn_unsafe(self, files: ModelFiles, exc: UnsafeDirectory) -> None:
+    def _warn_unsafe(self, files: ModelFileCache, exc: UnsafeDirectory) -> None:
         if str(files.directory) not in self._unsafe_warned:  # once per backend and directory
             self._unsafe_warned.add(str(files.directory))
             self.plpy.warning(str(exc), hint="Models load from the table instead. Give the directory to the "

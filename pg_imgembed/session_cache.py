@@ -46,7 +46,3 @@ class SessionCache:
 
     def models(self) -> list[EmbeddingModel]:
         return list(self._models.values())
-
-    def clear(self) -> None:
-        self._models.clear()
-        self._by_name.clear()

@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+# Normalisation statistics, defined once (model_config reads them from here too).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
              "CLIP mean/std",
              {"preprocess": {"resize": {"shortest_edge": 224}, "resample": "bicubic",
                              "center_crop": {"height": 224, "width": 224}, "rescale": 1 / 255,
-                             "mean": [0.48145466, 0.4578275, 0.40821073],
-                             "std": [0.26862954, 0.26130258, 0.27577711]}}),
+                             "mean": CLIP_MEAN, "std": CLIP_STD}}),
     Template("torchvision-resnet", "torchvision ImageNet weights (ResNet and most classifiers): shortest "
              "side to 256 (bilinear), center crop 224 with torchvision's rounding, ImageNet mean/std",
              {"preprocess": {"resize": {"shortest_edge": 256}, "resample": "bilinear",

@@ -253,9 +253,6 @@ class Compose:
             out = transform(out)
         return np.ascontiguousarray(out)
 
-    def __iter__(self):
-        return iter(self.transforms)
-
 
 def compose(transforms: Sequence[Callable[[Any], Any]]) -> Compose:
     return Compose(tuple(transforms))

@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pg_imgembed.devcluster import LocalCluster
+from pg_imgembed.client.devcluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

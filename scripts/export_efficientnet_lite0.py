@@ -150,8 +150,8 @@ def verify(model: Any, onnx_path: Path, photo: Path) -> None:
 
     sys.path.insert(0, str(ROOT))  # pg_imgembed's pipeline needs only numpy and Pillow
     from pg_imgembed.decode import decode_image
-    from pg_imgembed.embedding_model import build_transforms
     from pg_imgembed.model_config import parse_config
+    from pg_imgembed.preprocessing import build_transforms
 
     config = parse_config(CONFIG).with_preprocess(layout="NCHW")
     tensor = build_transforms(config)(decode_image(photo.read_bytes(), max_pixels=50_000_000))

@@ -20,7 +20,7 @@ HF_CONFIG = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "si
 
 
 def cli(dsn, *args, ok=True):
-    done = subprocess.run([sys.executable, "-m", "pg_imgembed.cli", "--dsn", dsn, *map(str, args)],
+    done = subprocess.run([sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, *map(str, args)],
                           capture_output=True, text=True)
     assert (done.returncode == 0) == ok, done.stderr
     return done
@@ -53,7 +53,7 @@ def test_load_list_export_reload_drop(dsn, conn, onnx_file, tmp_path):
 
 
 def test_export_in_chunks_reassembles_large_models(dsn, conn, tmp_path, monkeypatch):
-    from pg_imgembed import cli as cli_module
+    from pg_imgembed.client import cli as cli_module
 
     conn.execute("SELECT imgembed.load_model('wide', %s, %s::jsonb)",
                  (onnx_models.conv_net(extra_dims=4000), json.dumps(TINY_CONFIG)))

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.devcluster import pg_bindir
+from pg_imgembed.client.devcluster import pg_bindir
 from tests import images
 from tests.helpers import embed, load_tiny
 

@@ -8,16 +8,13 @@ import pytest
 
 from pg_imgembed.errors import InvalidConfig
 from pg_imgembed.model_config import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ModelConfig,
     OutputConfig,
     PreprocessConfig,
     Resize,
     parse_config,
 )
+from pg_imgembed.templates import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 RESCALE = 0.00392156862745098  # as HF configs write 1/255
 

@@ -126,7 +126,7 @@ def test_new_models_are_public_unless_told_otherwise_and_grants_are_checked(conn
 
 
 def test_a_worker_without_usage_on_the_model_records_a_permission_error(conn, roles, dsn):
-    from pg_imgembed.worker import Options, Worker
+    from pg_imgembed.client.worker import Options, Worker
 
     names, _ = roles
     worker_role = f"embedder_{uuid.uuid4().hex[:8]}"

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.devcluster import pg_bindir
-from pg_imgembed.worker import Options, Worker
+from pg_imgembed.client.devcluster import pg_bindir
+from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, vector
 

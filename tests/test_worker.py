@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from pg_imgembed.worker import Options, Worker
+from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
 from tests.helpers import embed, load_model, load_tiny, sql_error, vector
 
@@ -136,7 +136,7 @@ def test_several_workers_share_the_queue(queued, dsn):
 
 
 def test_an_image_changed_after_it_was_read_is_not_overwritten(queued, dsn, monkeypatch):
-    import pg_imgembed.worker as worker_module
+    import pg_imgembed.client.worker as worker_module
 
     def embed_while_someone_changes_the_image(*args, **kwargs):
         queued.execute("UPDATE items SET photo = %s WHERE id = 1", (PHOTOS[5],))  # re-queued by the trigger
@@ -208,7 +208,7 @@ def test_jobs_of_a_dead_worker_come_back_when_the_lease_ends(queued, dsn):
 
 
 def test_sigterm_finishes_the_batch_and_loses_nothing(queued, dsn):
-    worker = subprocess.Popen([sys.executable, "-m", "pg_imgembed.cli", "--dsn", dsn, "worker", "--batch-size", "2"],
+    worker = subprocess.Popen([sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "worker", "--batch-size", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while status(queued)[3] == 0 and time.monotonic() < deadline:
@@ -225,7 +225,7 @@ def test_sigterm_finishes_the_batch_and_loses_nothing(queued, dsn):
 def test_a_worker_that_cannot_run_cuda_stops_and_spends_no_attempt(queued, dsn):
     """On the CPU build of onnxruntime, --provider cuda is refused at the first model load: the
     worker hands its jobs back untouched and exits 2; the default (auto) then embeds them on the CPU."""
-    worker = subprocess.run([sys.executable, "-m", "pg_imgembed.cli", "--dsn", dsn, "worker", "--provider", "cuda",
+    worker = subprocess.run([sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "worker", "--provider", "cuda",
                              "--concurrency", "2", "--batch-size", "4"],
                             capture_output=True, text=True, timeout=120)
     assert worker.returncode == 2

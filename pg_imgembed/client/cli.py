@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, catalog
-from .errors import ImgEmbedError, InvalidConfig
-from .templates import TEMPLATES
+from .. import __version__
+from .. import known_models as catalog
+from ..errors import ImgEmbedError, InvalidConfig
+from ..templates import TEMPLATES
 
 CHUNK = 4 << 20  # 4 MiB per round trip
 
@@ -74,9 +75,9 @@ def model_source(args: argparse.Namespace) -> tuple[bytes, dict[str, Any] | None
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from .model_config import ModelConfig, parse_config
-    from .pipeline import build_pipeline
-    from .templates import expand_template
+    from ..model_config import ModelConfig, parse_config
+    from ..pipeline import build_pipeline
+    from ..templates import expand_template
 
     onnx, config = model_source(args)
     pipeline = build_pipeline(onnx, parse_config(expand_template(config)) if config is not None else ModelConfig())

@@ -3,7 +3,7 @@
 The postgres binary exports its functions; two of them answer what SPI must not be asked in a
 parallel query: ``IsInParallelMode()`` and ``GetConfigOption()`` (settings). Both are plain
 reads that never raise a PostgreSQL error, so calling them from Python cannot longjmp past us.
-Only usable inside a backend; elsewhere ``available()`` is False.
+Only usable inside a backend.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 
 
-class ServerHooks:
+class BackendState:
     def __init__(self) -> None:
         lib = ctypes.CDLL(None)
         self._get = lib.GetConfigOption
@@ -23,10 +23,6 @@ class ServerHooks:
             self._parallel.argtypes = ()
         # Fallback where IsInParallelMode is a macro: workers have ParallelWorkerNumber >= 0.
         self._worker = ctypes.c_int.in_dll(lib, "ParallelWorkerNumber")
-
-    @staticmethod
-    def available() -> bool:
-        return hasattr(ctypes.CDLL(None), "GetConfigOption")
 
     def setting(self, name: str) -> str | None:
         value = self._get(name.encode(), True, False)

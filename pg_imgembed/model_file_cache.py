@@ -42,7 +42,7 @@ def _identity(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-class ModelFiles:
+class ModelFileCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._verified: dict[str, tuple[int, ...]] = {}  # sha256 -> identity of the file checked

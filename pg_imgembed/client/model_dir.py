@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import catalog
-from .errors import ImgEmbedError, InvalidConfig
+from .. import known_models as catalog
+from ..errors import ImgEmbedError, InvalidConfig
 
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx", "vision_model.onnx", "onnx/vision_model.onnx")
 

@@ -33,14 +33,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .batch import embed_many
-from .decode import keep_buffers
-from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError, ProviderUnavailable, WorkerNotAllowed
-from .model_config import parse_config
-from .model_store import model_permission_denied
-from .settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
-from .vector_text import vector_to_text
+from ..batch import embed_many
+from ..decode import keep_buffers
+from ..embedding_model import EmbeddingModel
+from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, WorkerNotAllowed
+from ..model_config import parse_config
+from ..model_store import model_permission_denied
+from ..settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
+from ..vector_text import vector_to_text
 
 log = logging.getLogger("pg_imgembed.worker")
 
