@@ -16,35 +16,38 @@ Bad images follow the triggers' ``on_error`` policy; under ``'null'`` they are r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import lineage
 from .batch import embed_many
+from .database import PlpyDatabase
+from .embedded_tables import column_type, primary_key
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig, ModelReplaced
 from .model_store import ModelStore, StoredModel
-from .plpy_api import PLPy
+from .serving import Serving
 from .settings import Settings
-from .triggers import check_target, primary_key, record_failure, relation_oid
+from .triggers import check_target, record_failure
 from .vector_text import vector_to_text
 
 NOTICE_EVERY_S = 1.0
 
 
-def backfill(plpy: PLPy, store: ModelStore, settings: Settings, session: Callable[[StoredModel], EmbeddingModel],
-             table: str, image_column: str, vector_column: str, model: str | None, batch_size: int | None,
-             on_error: str | None) -> int:
+def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str, image_column: str, vector_column: str,
+             model: str | None, batch_size: int | None, on_error: str | None) -> int:
     """Returns the number of rows embedded by the NULL pass. ``model`` is the one the column is
     bound to (see ``lineage.bound_model``); None: the default model."""
-    stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
+    store = ModelStore(db)
+    stored = check_target(db, store, table, image_column, vector_column, model, on_error)
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
-    run = Run(plpy, store, settings, session(stored), stored, table, image_column, vector_column, batch_size, on_error)
-    lineage.record(plpy, table, vector_column, stored, done=False)
-    plpy.commit()
+    embedder = serving.model(store, stored, settings)
+    run = Run(db, store, settings, embedder, stored, table, image_column, vector_column, batch_size, on_error)
+    lineage.record(db, table, vector_column, stored, done=False)
+    db.plpy.commit()
     run.reembed_stale()  # also fills NULL vectors of rows it passes
     return run.fill_nulls()
 
@@ -52,17 +55,15 @@ def backfill(plpy: PLPy, store: ModelStore, settings: Settings, session: Callabl
 class Run:
     """One backfill call: the target, its model, and the batch steps both passes use."""
 
-    def __init__(self, plpy: PLPy, store: ModelStore, settings: Settings, embedder: EmbeddingModel, stored: StoredModel,
-                 table: str, image_column: str, vector_column: str, batch_size: int, on_error: str | None) -> None:
-        self.plpy, self.store, self.settings, self.embedder, self.stored = plpy, store, settings, embedder, stored
+    def __init__(self, db: PlpyDatabase, store: ModelStore, settings: Settings, embedder: EmbeddingModel,
+                 stored: StoredModel, table: str, image_column: str, vector_column: str, batch_size: int,
+                 on_error: str | None) -> None:
+        plpy = self.plpy = db.plpy
+        self.db, self.store, self.settings, self.embedder, self.stored = db, store, settings, embedder, stored
         self.table, self.image_column, self.vector_column = table, image_column, vector_column
         self.batch_size, self.on_error = batch_size, on_error
-        self.relid = relation_oid(plpy, table)
-        self.keys = primary_key(plpy, self.relid)
-        vector_type = plpy.execute(plpy.prepare(
-            "SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
-            "WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2", ["oid", "name"]),
-            [self.relid, vector_column])[0]["t"]
+        self.keys = primary_key(db, table)
+        vector_type = column_type(db, table, vector_column)
         self._write = plpy.prepare(
             f"UPDATE {table} AS t SET {plpy.quote_ident(vector_column)} = u.v::{vector_type} "
             "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, v) "
@@ -93,7 +94,7 @@ class Run:
         vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
                              failures if self.on_error == "null" else None)
         for position, exc in failures:
-            record_failure(self.plpy, self.table, rows[position]["key"], self.stored.name, exc)
+            record_failure(self.db, self.table, rows[position]["key"], self.stored.name, exc)
         return vectors
 
     def write(self, pairs: Sequence[tuple[str, np.ndarray | None]]) -> None:
@@ -179,6 +180,6 @@ class Run:
             plpy.commit()
             done += rows.nrows()
             self.notice(f"{self.table} (stale vectors)", done, rows_in_table, time.monotonic() - started)
-        lineage.record(plpy, self.table, self.vector_column, self.stored, done=True)
+        lineage.record(self.db, self.table, self.vector_column, self.stored, done=True)
         plpy.commit()
         return done

@@ -1,6 +1,7 @@
 """The model table (``imgembed.model_store``): lookups on the embedding path, and model admin.
 
-Functions take ``plpy`` as an argument; plans are prepared once per backend.
+Over a ``Database``: the backend reads it through plpy, the worker through psycopg, with the same
+queries and the same errors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .database import Database
+from .embedded_tables import tables_using
 from .embedding_model import EmbeddingModel
 from .errors import (
     DimensionMismatch,
@@ -26,7 +29,6 @@ from .errors import (
     UnknownModel,
 )
 from .model_config import ModelConfig, parse_config
-from .plpy_api import PLPy
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
 
@@ -43,19 +45,19 @@ class StoredModel:
     generation: int  # new at every load or replacement (see imgembed.lineage)
 
 
+_BY_NAME = f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1::text"
+
+
 class ModelStore:
-    def __init__(self, plpy: PLPy) -> None:
-        self.plpy = plpy
-        self._by_name = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1", ["text"])
-        self._default = plpy.prepare(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE is_default")
-        self._bytes = plpy.prepare("SELECT onnx FROM imgembed.model_store WHERE sha256 = $1 LIMIT 1", ["text"])
-        self._lock = plpy.prepare("SELECT imgembed.lock_model($1) AS generation", ["text"])
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # ------------------------------------------------------------ embedding path
 
     def lookup(self, name: str | None) -> StoredModel:
-        rows = self.plpy.execute(self._default) if name is None else self.plpy.execute(self._by_name, [name])
-        if rows.nrows() == 0:
+        rows = (self.db.rows(f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE is_default") if name is None
+                else self.db.rows(_BY_NAME, ["text"], [name]))
+        if not rows:
             raise self._missing(name)
         return StoredModel(**{k: rows[0][k] for k in StoredModel.__dataclass_fields__})
 
@@ -64,25 +66,23 @@ class ModelStore:
         use, so a replacement waits for the vectors they write (see imgembed.lineage). The lookup
         runs after the lock, so under READ COMMITTED it sees the version locked; under REPEATABLE
         READ a newer version makes the lock fail to serialize."""
-        self.plpy.execute(self._lock, [name])
+        self.db.rows("SELECT imgembed.lock_model($1::text) AS generation", ["text"], [name])
         return self.lookup(name)
 
     def onnx_bytes(self, sha256: str) -> bytes:
-        rows = self.plpy.execute(self._bytes, [sha256])
-        if rows.nrows() == 0:  # dropped between lookup and fetch
+        rows = self.db.rows("SELECT onnx FROM imgembed.model_store WHERE sha256 = $1::text LIMIT 1", ["text"], [sha256])
+        if not rows:  # dropped between lookup and fetch
             raise UnknownModel(f"model with sha256 {sha256} is no longer in imgembed.model_store")
-        return rows[0]["onnx"]
+        return bytes(rows[0]["onnx"])
 
     def _missing(self, name: str | None) -> Exception:
         """Why the model table showed no row: the model is not there, or (its policy hides the
         rows of models the role may not use) the role may not use it."""
-        hidden = self.plpy.execute(self.plpy.prepare(
-            "SELECT name, current_user::text AS me FROM imgembed.models "
-            "WHERE CASE WHEN $1::text IS NULL THEN is_default ELSE name = $1 END",
-            ["text"]), [name])
-        if hidden.nrows():
+        hidden = self.db.rows("SELECT name, current_user::text AS me FROM imgembed.models "
+                              "WHERE CASE WHEN $1::text IS NULL THEN is_default ELSE name = $1::text END", ["text"], [name])
+        if hidden:
             return model_permission_denied(hidden[0]["name"], hidden[0]["me"])
-        names = [r["name"] for r in self.plpy.execute("SELECT name FROM imgembed.model_store ORDER BY name")]
+        names = [r["name"] for r in self.db.rows("SELECT name FROM imgembed.model_store ORDER BY name")]
         loaded = "Loaded models: " + (", ".join(names) if names else "none") + "."
         if name is None:
             return NoDefaultModel(
@@ -105,14 +105,14 @@ class ModelStore:
         config = read_config(config_json)
         source_sha256 = hashlib.sha256(onnx).hexdigest()  # what sha256sum prints for the file loaded
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
-        existing = self.plpy.execute(self._by_name, [name])
-        if existing.nrows() and not replace:
+        existing = self.db.rows(_BY_NAME, ["text"], [name])
+        if existing and not replace:
             raise DuplicateModel(
                 f'model "{name}" already exists',
                 hint="Pass replace => true to replace it; sessions pick up the new model at their next call.",
             )
-        if existing.nrows() and existing[0]["dimensions"] != dimensions:
-            users = triggers_using(self.plpy, name)
+        if existing and existing[0]["dimensions"] != dimensions:
+            users = tables_using(self.db, name)
             if users:
                 raise DimensionMismatch(
                     f'replacing model "{name}" would change its output from {existing[0]["dimensions"]} to '
@@ -121,7 +121,7 @@ class ModelStore:
                 )
         shown = model.full_config
         height, width = model.geometry.height, model.geometry.width
-        upsert = self.plpy.prepare(
+        self.db.rows(
             """INSERT INTO imgembed.model_store AS m
                    (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config,
                     source_sha256)
@@ -134,35 +134,30 @@ class ModelStore:
                    source_sha256 = EXCLUDED.source_sha256,
                    generation = pg_catalog.nextval('imgembed.model_generation'),
                    loaded_at = now(), loaded_by = current_user""",
-            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text", "text"],
-        )
-        self.plpy.execute(upsert, [
+            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text", "text"], [
             name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
             shown.preprocess.layout, height, width, json.dumps(shown.to_dict()), source_sha256,
         ])
-        if grant_public and not existing.nrows():  # a replacement keeps the model's grants
-            self.plpy.execute(self.plpy.prepare(
-                "INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",
-                ["text"]), [name])
-        return list(self.plpy.execute(self.plpy.prepare("SELECT * FROM imgembed.models WHERE name = $1", ["text"]), [name]))
+        if grant_public and not existing:  # a replacement keeps the model's grants
+            self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",
+                         ["text"], [name])
+        return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1", ["text"], [name])
 
     def set_default(self, name: str) -> None:
         self.lookup(name)
         # Two statements: the single-default unique index is checked row by row.
-        clear = self.plpy.prepare("UPDATE imgembed.model_store SET is_default = false WHERE is_default AND name <> $1", ["text"])
-        mark = self.plpy.prepare("UPDATE imgembed.model_store SET is_default = true WHERE name = $1", ["text"])
-        self.plpy.execute(clear, [name])
-        self.plpy.execute(mark, [name])
+        self.db.rows("UPDATE imgembed.model_store SET is_default = false WHERE is_default AND name <> $1", ["text"], [name])
+        self.db.rows("UPDATE imgembed.model_store SET is_default = true WHERE name = $1", ["text"], [name])
 
     def drop(self, name: str) -> None:
         self.lookup(name)
-        users = triggers_using(self.plpy, name)
+        users = tables_using(self.db, name)
         if users:
             raise ModelInUse(
                 f'model "{name}" is used by embedding triggers on {", ".join(users)}',
                 hint="Drop them first with imgembed.drop_embedding_trigger(table, vector_column).",
             )
-        self.plpy.execute(self.plpy.prepare("DELETE FROM imgembed.model_store WHERE name = $1", ["text"]), [name])
+        self.db.rows("DELETE FROM imgembed.model_store WHERE name = $1", ["text"], [name])
 
 
 def model_permission_denied(name: str, role: str) -> ModelPermissionDenied:
@@ -211,35 +206,3 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
             hint="Report this with the model: the in-graph preprocessing should match the reference exactly.",
         )
     return pipeline, built, got.size
-
-
-def embedding_triggers(plpy: PLPy) -> list[dict[str, Any]]:
-    """Every embedding trigger (sync: imgembed.embedding_trigger(); async: a generated
-    <table schema>.imgembed_enqueue_*() function; imgembed.enqueue_*() as 0.1.0 made them), with
-    its arguments decoded."""
-    rows = plpy.execute(
-        """SELECT t.tgrelid::regclass::text AS tbl, t.tgname::text AS name, t.tgargs,
-                  CASE WHEN p.proname = 'embedding_trigger' THEN 'sync' ELSE 'async' END AS mode
-             FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-            WHERE t.tgfoid = 'imgembed.embedding_trigger()'::pg_catalog.regprocedure
-               OR p.proname LIKE 'imgembed\\_enqueue\\_%'
-               OR (p.pronamespace = 'imgembed'::pg_catalog.regnamespace AND p.proname LIKE 'enqueue\\_%')
-            ORDER BY 1, 2"""
-    )
-    out = []
-    for row in rows:
-        args = bytes(row["tgargs"]).split(b"\0")[:-1]
-        image_column, vector_column, model, on_error = (a.decode() for a in args)
-        out.append(dict(table=row["tbl"], name=row["name"], image_column=image_column,
-                        vector_column=vector_column, model=model, on_error=on_error, mode=row["mode"]))
-    return out
-
-
-def triggers_using(plpy: PLPy, model: str) -> list[str]:
-    return sorted({t["table"] for t in embedding_triggers(plpy) if t["model"] == model})
-
-
-def bound_trigger(plpy: PLPy, table: str, vector_column: str) -> dict[str, Any] | None:
-    """The embedding trigger that keeps this vector column, if any."""
-    name = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::text AS t", ["text"]), [table])[0]["t"]
-    return next((t for t in embedding_triggers(plpy) if t["table"] == name and t["vector_column"] == vector_column), None)

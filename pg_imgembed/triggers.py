@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
+from .database import Database, PlpyDatabase
+from .embedded_tables import primary_key, record_error
 from .errors import DimensionMismatch, ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger
 from .model_store import ModelStore, StoredModel
-from .plpy_api import PLPy
+from .serving import Serving
+from .settings import Settings
 
 ON_ERROR = ("error", "null")
 
@@ -33,27 +35,29 @@ def trigger_names(vector_column: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def relation_oid(plpy: PLPy, table: str) -> int:
+def relation_oid(db: PlpyDatabase, table: str) -> int:
+    plpy = db.plpy
     return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]), [table])[0]["oid"]
 
 
-def check_target(plpy: PLPy, store: ModelStore, table: str | None, image_column: str | None,
+def check_target(db: PlpyDatabase, store: ModelStore, table: str | None, image_column: str | None,
                  vector_column: str | None, model: str | None, on_error: str | None) -> StoredModel:
     """The checks shared by triggers and backfill: columns exist with the right types, the model
     exists and its dimensions fit the vector column, on_error is known. Returns the model."""
+    plpy = db.plpy
     if table is None or image_column is None or vector_column is None:
         raise NullArgument("table, image_column and vector_column must not be NULL")
     if on_error not in ON_ERROR:
         raise InvalidConfig(f"on_error must be 'error' or 'null', not {on_error!r}")
     if image_column == vector_column:
         raise InvalidColumn(f'image and vector column are both "{image_column}"')
-    relid = relation_oid(plpy, table)
-    image = _column(plpy, relid, table, image_column)
+    relid = relation_oid(db, table)
+    image = _column(db, relid, table, image_column)
     if image["type"] != "bytea":
         raise InvalidColumn(
             f'column "{image_column}" of table {table} has type {image["type"]}; the image column must be bytea'
         )
-    vector = _column(plpy, relid, table, vector_column)
+    vector = _column(db, relid, table, vector_column)
     if vector["extname"] != "vector" or vector["typname"] not in ("vector", "halfvec"):
         raise InvalidColumn(
             f'column "{vector_column}" of table {table} has type {vector["type"]}; '
@@ -73,27 +77,28 @@ def check_target(plpy: PLPy, store: ModelStore, table: str | None, image_column:
 MODES = ("sync", "async")
 
 
-def create(plpy: PLPy, store: ModelStore, table: str | None, image_column: str | None,
+def create(db: PlpyDatabase, store: ModelStore, table: str | None, image_column: str | None,
            vector_column: str | None, model: str | None, on_error: str | None, mode: str | None) -> str:
     """Check everything, then (re)create both triggers. Returns the model name bound."""
+    plpy = db.plpy
     if mode not in MODES:
         raise InvalidConfig(f"mode must be 'sync' or 'async', not {mode!r}")
-    stored = check_target(plpy, store, table, image_column, vector_column, model, on_error)
+    stored = check_target(db, store, table, image_column, vector_column, model, on_error)
     # check_target refused NULLs and unknown on_error values
     assert table is not None and image_column is not None and vector_column is not None and on_error is not None
-    relid = relation_oid(plpy, table)
+    relid = relation_oid(db, table)
     insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
     img = plpy.quote_ident(image_column)
-    _drop_triggers(plpy, relid, table, vector_column)
+    _drop_triggers(db, relid, table, vector_column)
     # Both kinds carry the same arguments, so model_store.embedding_triggers() finds either.
     args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
     if mode == "async":
-        call = f"{create_enqueue_function(plpy, relid, table, image_column, vector_column, stored.name)}({args})"
+        call = f"{create_enqueue_function(db, relid, table, image_column, vector_column, stored.name)}({args})"
     else:
         call = f"imgembed.embedding_trigger({args})"
-        _drop_jobs(plpy, relid, table, vector_column)
+        _drop_jobs(db, relid, table, vector_column)
     plpy.execute(f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {call}")
-    store_uncompressed(plpy, relid, table, image_column)
+    store_uncompressed(db, relid, table, image_column)
     plpy.execute(
         f"CREATE TRIGGER {update_name} BEFORE UPDATE OF {img} ON {table} FOR EACH ROW "
         f"WHEN (OLD.{img} IS DISTINCT FROM NEW.{img}) EXECUTE FUNCTION {call}"
@@ -101,9 +106,10 @@ def create(plpy: PLPy, store: ModelStore, table: str | None, image_column: str |
     return stored.name
 
 
-def store_uncompressed(plpy: PLPy, relid: int, table: str, image_column: str) -> None:
+def store_uncompressed(db: PlpyDatabase, relid: int, table: str, image_column: str) -> None:
     """JPEG/PNG/WebP bytes do not compress: pglz trying on every insert costs more than the
     insert itself (1.6 MB photos: 24.7 ms -> 7.7 ms a row). Only the default storage is changed."""
+    plpy = db.plpy
     (storage,) = (r["s"] for r in plpy.execute(plpy.prepare(
         "SELECT attstorage::text AS s FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2",
         ["oid", "name"]), [relid, image_column]))
@@ -113,27 +119,29 @@ def store_uncompressed(plpy: PLPy, relid: int, table: str, image_column: str) ->
                     "image formats are compressed already")
 
 
-def enqueue_function(plpy: PLPy, relid: int, vector_column: str) -> str:
+def enqueue_function(db: PlpyDatabase, relid: int, vector_column: str) -> str:
     """Lives in the table's schema, where its owner may create it (a table can only be created in,
     or given to an owner with, CREATE on its schema), not in imgembed, where it may not."""
+    plpy = db.plpy
     schema = plpy.execute(plpy.prepare(
         "SELECT relnamespace::pg_catalog.regnamespace::text AS s FROM pg_catalog.pg_class WHERE oid = $1",
         ["oid"]), [relid])[0]["s"]
     return f"{schema}.imgembed_enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
 
 
-def create_enqueue_function(plpy: PLPy, relid: int, table: str, image_column: str, vector_column: str,
+def create_enqueue_function(db: PlpyDatabase, relid: int, table: str, image_column: str, vector_column: str,
                             model: str) -> str:
     """A PL/pgSQL trigger function for one table and column: the insert pays for one queue upsert,
     with the key columns spelled out (no Python, no dynamic SQL per row). It runs as the writer,
     whom imgembed.queue's policy lets add and re-queue jobs and nothing else."""
-    keys = primary_key(plpy, relid)
+    plpy = db.plpy
+    keys = primary_key(db, str(relid))
     if not keys:
         raise InvalidConfig(f"async embedding of {table} needs a primary key to find rows again",
                             hint="Add a primary key, or use mode => 'sync'.")
     q, lit = plpy.quote_ident, plpy.quote_literal
     row_key = "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, NEW.{q(k)}" for k in keys) + ")"
-    name = enqueue_function(plpy, relid, vector_column)
+    name = enqueue_function(db, relid, vector_column)
     plpy.execute(f"""
         CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
         BEGIN
@@ -155,16 +163,17 @@ def create_enqueue_function(plpy: PLPy, relid: int, table: str, image_column: st
     return name
 
 
-def drop(plpy: PLPy, table: str, vector_column: str) -> None:
-    relid = relation_oid(plpy, table)
-    if not _drop_triggers(plpy, relid, table, vector_column):
+def drop(db: PlpyDatabase, table: str, vector_column: str) -> None:
+    relid = relation_oid(db, table)
+    if not _drop_triggers(db, relid, table, vector_column):
         raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
-    _drop_jobs(plpy, relid, table, vector_column)
+    _drop_jobs(db, relid, table, vector_column)
 
 
-def _drop_triggers(plpy: PLPy, relid: int, table: str, vector_column: str) -> bool:
+def _drop_triggers(db: PlpyDatabase, relid: int, table: str, vector_column: str) -> bool:
     """Drop the column's triggers and its enqueue function, if any (without NOTICEs about what
     is not there); returns whether there was a trigger."""
+    plpy = db.plpy
     found = plpy.execute(
         plpy.prepare("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2)", ["oid", "text[]"]),
         [relid, list(trigger_names(vector_column))],
@@ -181,9 +190,10 @@ def _drop_triggers(plpy: PLPy, relid: int, table: str, vector_column: str) -> bo
     return found.nrows() > 0
 
 
-def _drop_jobs(plpy: PLPy, relid: int, table: str, vector_column: str) -> None:
+def _drop_jobs(db: PlpyDatabase, relid: int, table: str, vector_column: str) -> None:
     """With no async trigger left, no worker will take the column's jobs: drop them now, and say
     that their rows keep a NULL vector."""
+    plpy = db.plpy
     dropped = plpy.execute(plpy.prepare(
         "DELETE FROM imgembed.queue WHERE tbl = $1 AND vector_column = $2", ["regclass", "name"]),
         [relid, vector_column]).nrows()
@@ -192,7 +202,8 @@ def _drop_jobs(plpy: PLPy, relid: int, table: str, vector_column: str) -> None:
                     hint="CALL imgembed.backfill(...) embeds the rows whose vector is NULL.")
 
 
-def _column(plpy: PLPy, relid: int, table: str, column: str) -> dict[str, Any]:
+def _column(db: PlpyDatabase, relid: int, table: str, column: str) -> dict[str, Any]:
+    plpy = db.plpy
     rows = plpy.execute(
         plpy.prepare(
             """SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, t.typname::text AS typname,
@@ -212,49 +223,25 @@ def _column(plpy: PLPy, relid: int, table: str, column: str) -> dict[str, Any]:
     return rows[0]
 
 
-class RowHandler:
-    """``on_row(TD)`` for imgembed.embedding_trigger(); ``embed(image, model)`` returns vector text."""
-
-    def __init__(self, plpy: PLPy, embed: Callable[[bytes, str], str]) -> None:
-        self.plpy = plpy
-        self.embed = embed
-        self._primary_keys: dict[str, list[str]] = {}
-
-    def on_row(self, td: dict[str, Any]) -> str:
-        image_column, vector_column, model, on_error = td["args"]
-        image = td["new"][image_column]
-        vector = None
-        if image is not None:
-            try:
-                vector = self.embed(image, model)
-            except ImageError as exc:
-                if on_error != "null":
-                    raise
-                self._record(td, model, exc)
-        # PL/Python converts back every column left in TD["new"]: keeping only the vector spares
-        # a copy of the image (and the input functions of every other column) on each row.
-        td["new"] = {vector_column: vector}
-        return "MODIFY"
-
-    def _record(self, td: dict[str, Any], model: str, exc: ImageError) -> None:
-        table = f"{self.plpy.quote_ident(td['table_schema'])}.{self.plpy.quote_ident(td['table_name'])}"
-        if td["relid"] not in self._primary_keys:
-            self._primary_keys[td["relid"]] = primary_key(self.plpy, td["relid"])
-        key = {col: td["new"][col] for col in self._primary_keys[td["relid"]]} or None
-        record_failure(self.plpy, table, json.dumps(key, default=str) if key else None, model, exc)
+def on_row(db: PlpyDatabase, serving: Serving, settings: Settings, td: dict[str, Any]) -> str:
+    """The body of imgembed.embedding_trigger(): the row's vector, or its failure recorded."""
+    image_column, vector_column, model, on_error = td["args"]
+    image = td["new"][image_column]
+    vector = None
+    if image is not None:
+        try:
+            vector = serving.embed_text(ModelStore(db), image, model, settings, writing=True)
+        except ImageError as exc:
+            if on_error != "null":
+                raise
+            key = {col: td["new"][col] for col in primary_key(db, str(td["relid"]))}
+            record_failure(db, f"{db.plpy.quote_ident(td['table_schema'])}.{db.plpy.quote_ident(td['table_name'])}",
+                           json.dumps(key, default=str) if key else None, model, exc)
+    # PL/Python converts back every column left in TD["new"]: keeping only the vector spares
+    # a copy of the image (and the input functions of every other column) on each row.
+    td["new"] = {vector_column: vector}
+    return "MODIFY"
 
 
-def primary_key(plpy: PLPy, relid: str | int) -> list[str]:
-    rows = plpy.execute(plpy.prepare(
-        """SELECT a.attname::text AS name FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum OPERATOR(pg_catalog.=) ANY(i.indkey)
-            WHERE i.indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND i.indisprimary ORDER BY a.attnum""", ["text"]),
-        [str(relid)])
-    return [r["name"] for r in rows]
-
-
-def record_failure(plpy: PLPy, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
-    """Append to imgembed.errors (its policy admits writers of the table only)."""
-    record = plpy.prepare("SELECT imgembed.record_error($1::pg_catalog.regclass, $2::jsonb, $3, $4, $5)",
-                          ["text", "text", "text", "text", "text"])
-    plpy.execute(record, [table, row_key, model, exc.sqlstate, exc.message])
+def record_failure(db: Database, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
+    record_error(db, table, row_key, model, exc.sqlstate, exc.message)

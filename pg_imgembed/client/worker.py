@@ -35,12 +35,14 @@ from typing import Any
 
 from ..batch import embed_many
 from ..decode import keep_buffers
+from ..embedded_tables import bound_trigger, column_type, record_error
 from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, WorkerNotAllowed
-from ..model_config import parse_config
-from ..model_store import model_permission_denied
-from ..settings import EXECUTION_PROVIDERS, SETTING_NAMES, read_settings
+from ..model_store import ModelStore
+from ..serving import Serving
+from ..settings import EXECUTION_PROVIDERS, SETTING_NAMES, Settings, read_settings
 from ..vector_text import vector_to_text
+from .pg_database import PsycopgDatabase
 
 log = logging.getLogger("pg_imgembed.worker")
 
@@ -53,13 +55,6 @@ UPDATE imgembed.queue q
   FROM c WHERE q.id = c.id
 RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
           q.row_key, q.enqueued_at, q.attempts"""
-
-# The generated enqueue functions (triggers.enqueue_function) carry the trigger's arguments.
-BINDING = """
-SELECT t.tgargs FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
- WHERE t.tgrelid = %s AND (p.proname LIKE 'imgembed\\_enqueue\\_%%'
-                            OR (p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\\_%%'))"""
-
 
 @dataclass(frozen=True)
 class Options:
@@ -94,8 +89,8 @@ class Worker:
         self.options = options
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
-        self._models: dict[str, tuple[str, EmbeddingModel]] = {}
-        self._models_lock = threading.Lock()
+        self.serving = Serving(warn=lambda message, hint: log.warning("%s (%s)", message, hint))
+        self._announced: set[int] = set()
         # A worker owns its host, unlike a backend: large photos are bound by decoding, so by
         # default every core decodes (a GPU host's inference leaves them all to it).
         self.decode_threads = options.decode_threads or max(1, (os.cpu_count() or 1) // max(1, options.concurrency))
@@ -174,25 +169,26 @@ class Worker:
 
     def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
         first = jobs[0]
-        binding = self._binding(conn, first.relid, first.vector_column)
-        if binding is None:
+        db = PsycopgDatabase(conn)
+        # The model and image column come from the table's trigger, which only its owner can
+        # create, rather than from the job, which any writer of the table could have edited.
+        trigger = bound_trigger(db, str(first.relid), first.vector_column)
+        if trigger is None or trigger.mode != "async":
             log.warning("%s.%s has no async embedding trigger any more: dropping %d jobs",
                         first.tbl, first.vector_column, len(jobs))
             self._finish(conn, jobs)
             return 0, 0
-        image_column, model_name = binding
-        model = self._model(conn, model_name)
+        image_column, model_name = trigger.image_column, trigger.model
         gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
                                  (list(SETTING_NAMES),)).fetchall())
         settings = read_settings(gucs.get)
         keep_buffers(settings.decode_buffer_mb)
+        model = self._model(db, model_name, settings)
         keys = list(first.row_key)
         q = lambda name: '"' + name.replace('"', '""') + '"'
         pk = ", ".join(f"t.{q(k)}" for k in keys)
         kk = ", ".join(f"k.{q(k)}" for k in keys)
-        (vector_type,) = conn.execute(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s AND attname = %s",
-            (first.relid, first.vector_column)).fetchone()
+        vector_type = column_type(db, str(first.relid), first.vector_column)
         rows = conn.execute(
             f"SELECT r.n, t.{q(image_column)}, t.xmin::text FROM jsonb_array_elements(%s::jsonb) "
             f"WITH ORDINALITY AS r(key, n) CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, r.key) k "
@@ -204,7 +200,7 @@ class Worker:
         vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
-            _record_error(conn, jobs[i], model_name, exc.sqlstate, f"worker: {exc.message}")
+            record_error(db, str(first.relid), json.dumps(jobs[i].row_key), model_name, exc.sqlstate, f"worker: {exc.message}")
         embedded = [(i, vector) for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
         # One statement per batch, not per row: workers on other hosts pay a round trip each.
         written = {n for (n,) in conn.execute(
@@ -223,16 +219,6 @@ class Worker:
         self._release(conn, [job.id for job in jobs if job.id not in deleted])
         _count(conn, first, done, failed)
         return done, failed
-
-    def _binding(self, conn: Any, relid: int, vector_column: str) -> tuple[str, str] | None:
-        """(image column, model) of the table's async trigger for this column. Taken from the
-        trigger, which only the table's owner can create, rather than from the job, which any
-        writer of the table could have edited."""
-        for (args,) in conn.execute(BINDING, (relid,)).fetchall():
-            image_column, column, model, _on_error = (a.decode() for a in bytes(args).split(b"\0")[:-1])
-            if column == vector_column:
-                return image_column, model
-        return None
 
     def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
         """Drop the jobs, except those re-queued meanwhile (their image changed again, so they
@@ -255,8 +241,9 @@ class Worker:
         try:
             for job in jobs:
                 if job.attempts >= self.options.max_attempts:
-                    _record_error(conn, job, job.model, getattr(exc, "sqlstate", None) or "XX000",
-                                  f"worker gave up after {job.attempts} attempts: {message}")
+                    record_error(PsycopgDatabase(conn), str(job.relid), json.dumps(job.row_key), job.model,
+                                 getattr(exc, "sqlstate", None) or "XX000",
+                                 f"worker gave up after {job.attempts} attempts: {message}")
                     conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
                     _count(conn, job, done=0, failed=1)
                 else:
@@ -266,32 +253,17 @@ class Worker:
         except Exception as again:  # the lease will bring them back
             log.warning("could not reschedule jobs: %s", again)
 
-    def _model(self, conn: Any, name: str) -> EmbeddingModel:
-        """The model's session. The model is held FOR SHARE until the batch commits, so it cannot
-        be replaced under vectors being written (see imgembed.lineage); read after the lock, the
-        row is the version locked."""
-        conn.execute("SELECT imgembed.lock_model(%s)", (name,))
-        row = conn.execute("SELECT sha256, config::text FROM imgembed.model_store WHERE name = %s", (name,)).fetchone()
-        if row is None:
-            hidden = conn.execute("SELECT current_user::text FROM imgembed.models WHERE name = %s", (name,)).fetchone()
-            if hidden is not None:  # the model table's policy hides models the role may not use
-                raise model_permission_denied(name, hidden[0])
-            raise ImgEmbedError(f'model "{name}" does not exist')
-        sha, config = row
-        with self._models_lock:
-            cached = self._models.get(name)
-            if cached is None or cached[0] != sha:
-                (onnx,) = conn.execute("SELECT onnx FROM imgembed.model_store WHERE sha256 = %s LIMIT 1", (sha,)).fetchone()
-                model = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)),
-                                       threads=self.options.threads, provider=self.options.provider)
-                log.info('model "%s" (sha256 %s) runs on %s', name, sha[:12], model.provider)
-                self._models[name] = (sha, model)
-            return self._models[name][1]
-
-
-def _record_error(conn: Any, job: Job, model: str, sqlstate: str, message: str) -> None:
-    conn.execute("SELECT imgembed.record_error(%s::regclass, %s::jsonb, %s, %s, %s)",
-                 (job.tbl, json.dumps(job.row_key), model, sqlstate, message))
+    def _model(self, db: PsycopgDatabase, name: str, settings: Settings) -> EmbeddingModel:
+        """The model's session, through the same serving path as the backend's. The model is held
+        FOR SHARE until the batch commits, so it cannot be replaced under vectors being written
+        (see imgembed.lineage)."""
+        store = ModelStore(db)
+        stored = store.lookup_for_writing(name)
+        model = self.serving.model(store, stored, settings, threads=self.options.threads, provider=self.options.provider)
+        if id(model) not in self._announced:
+            self._announced.add(id(model))
+            log.info('model "%s" (sha256 %s) runs on %s', name, stored.sha256[:12], model.provider)
+        return model
 
 
 def _count(conn: Any, job: Job, done: int, failed: int) -> None:

@@ -53,3 +53,46 @@ AS $$
 $$;
 COMMENT ON FUNCTION imgembed.record_error(regclass, jsonb, text, text, text) IS
     'Append to imgembed.errors (embedding triggers with on_error => ''null'', backfill, workers); writers of the table only';
+
+-- What the backend and the workers both need to know about embedded tables, in one place.
+CREATE OR REPLACE FUNCTION imgembed.embedding_triggers()
+RETURNS TABLE (tbl regclass, trigger_name name, image_column name, vector_column name, model text,
+               on_error text, mode text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- tgargs holds the trigger's arguments, each ending in NUL (escape-encoded to split, decoded back
+    -- to UTF-8); 0.1.0 made the async functions in imgembed.
+    SELECT t.tgrelid::regclass, t.tgname, arg.image_column::name, arg.vector_column::name, arg.model, arg.on_error,
+           CASE WHEN t.tgfoid = 'imgembed.embedding_trigger()'::regprocedure THEN 'sync' ELSE 'async' END
+      FROM pg_trigger t
+      JOIN pg_proc p ON p.oid = t.tgfoid
+     CROSS JOIN LATERAL string_to_array(encode(t.tgargs, 'escape'), '\000') a
+     CROSS JOIN LATERAL (SELECT convert_from(decode(a[1], 'escape'), 'UTF8'), convert_from(decode(a[2], 'escape'), 'UTF8'),
+                                convert_from(decode(a[3], 'escape'), 'UTF8'), convert_from(decode(a[4], 'escape'), 'UTF8')
+                        ) arg(image_column, vector_column, model, on_error)
+     WHERE t.tgfoid = 'imgembed.embedding_trigger()'::regprocedure
+        OR p.proname LIKE 'imgembed\_enqueue\_%'
+        OR (p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\_%')
+$$;
+COMMENT ON FUNCTION imgembed.embedding_triggers() IS
+    'Every embedding trigger: table, trigger, image and vector column, model, on_error, sync or async';
+
+CREATE OR REPLACE FUNCTION imgembed.primary_key(tbl regclass) RETURNS name[]
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(a.attname ORDER BY a.attnum), '{}')
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary
+$$;
+COMMENT ON FUNCTION imgembed.primary_key(regclass) IS 'The primary key columns of a table, in column order';
+
+CREATE OR REPLACE FUNCTION imgembed.column_type(tbl regclass, col name) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+     WHERE attrelid = tbl AND attname = col AND attnum > 0 AND NOT attisdropped
+$$;
+COMMENT ON FUNCTION imgembed.column_type(regclass, name) IS 'A column''s type as SQL spells it (vector(512))';

@@ -1,0 +1,126 @@
+"""One path from a model name to vectors, for every caller of a process: the SQL functions,
+triggers and backfill in a backend (over plpy), and the worker's threads (over psycopg).
+
+It finds the model (``ModelStore`` over either ``Database``), keeps its ready session
+(``SessionCache``, keyed by what determines a session: sha256, config, threads, provider), loads
+it through the server's verified file cache where there is one, and embeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .batch import embed_many
+from .embedding_model import EmbeddingModel
+from .errors import ImageError
+from .model_config import parse_config
+from .model_file_cache import ModelFileCache, UnsafeDirectory
+from .model_store import ModelStore, StoredModel
+from .session_cache import ModelKey, SessionCache
+from .settings import Settings
+from .vector_text import vector_to_text
+
+
+class Serving:
+    def __init__(self, data_directory: str | None = None, warn: Callable[[str, str], None] | None = None) -> None:
+        """``data_directory``: the server's, where the default model file cache lives (None: no
+        file cache, as on a worker's host). ``warn(message, hint)`` reports an unsafe cache."""
+        self.data_directory = data_directory
+        self.warn = warn
+        self.cache = SessionCache()
+        self._lock = threading.Lock()  # the worker's threads share one cache
+        self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
+        self._warned: set[str] = set()
+        # The last (model, image) -> vector text: `ORDER BY e <=> img_embedding(q)` without an
+        # index evaluates the STABLE call once per row, always with the same query image.
+        self._last: tuple[tuple[ModelKey, Settings], bytes, str] | None = None
+        self.images_embedded = 0
+
+    # ------------------------------------------------------------ sessions
+
+    def model(self, store: ModelStore, stored: StoredModel, settings: Settings, *,
+              threads: int | None = None, provider: str | None = None) -> EmbeddingModel:
+        """The ready session of a stored model (threads and provider default to the settings')."""
+        threads = threads or settings.threads
+        provider = provider or settings.execution_provider
+        key = ModelKey(stored.sha256, stored.config, threads, provider)
+        with self._lock:
+            return self.cache.get(stored.name, key, lambda: self._load(store, stored, settings, threads, provider),
+                                  settings.max_cached_models)
+
+    def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> EmbeddingModel:
+        config = parse_config(json.loads(stored.config))
+        fetch = functools.cache(lambda: store.onnx_bytes(stored.sha256))  # at most one read of the bytes
+        files = self.file_cache(settings)
+        if files is not None:
+            try:
+                with files.open_verified(stored.sha256, stored.bytes, fetch) as path:
+                    if path is not None:
+                        return EmbeddingModel(path, config, threads=threads, provider=provider)
+            except UnsafeDirectory as exc:
+                self._warn_unsafe(files, exc)
+        return EmbeddingModel(fetch(), config, threads=threads, provider=provider)
+
+    def file_cache(self, settings: Settings) -> ModelFileCache | None:
+        if settings.model_cache == "off" or self.data_directory is None:
+            return None
+        root = settings.model_cache or os.path.join(self.data_directory, "pg_imgembed_models")
+        if not os.path.isabs(root):
+            return None
+        if root not in self._files:
+            self._files[root] = ModelFileCache(Path(root))
+        return self._files[root]
+
+    def prune_files(self, settings: Settings, keep: Sequence[str]) -> None:
+        """Remove cached files of models no longer in the table."""
+        files = self.file_cache(settings)
+        if files is not None:
+            try:
+                files.prune(keep)
+            except UnsafeDirectory as exc:
+                self._warn_unsafe(files, exc)
+            except OSError:
+                pass  # no cache directory (never written, or a read-only disk): nothing to prune
+
+    def _warn_unsafe(self, files: ModelFileCache, exc: UnsafeDirectory) -> None:
+        if self.warn is not None and str(files.directory) not in self._warned:  # once per process and directory
+            self._warned.add(str(files.directory))
+            self.warn(str(exc), "Models load from the table instead. Give the directory to the server's user "
+                      "with mode 0700, or set imgembed.model_cache to another one.")
+
+    # ------------------------------------------------------------ vectors
+
+    def embed_text(self, store: ModelStore, image: bytes, name: str | None, settings: Settings, *,
+                   writing: bool = False) -> str:
+        """One image's vector as pgvector text. ``writing``: it goes into an embedded column (the
+        sync trigger), so the model is held until commit (see ModelStore.lookup_for_writing)."""
+        stored = store.lookup_for_writing(name) if writing and name is not None else store.lookup(name)
+        model = self.model(store, stored, settings)
+        memo = (ModelKey(stored.sha256, stored.config, model.threads, settings.execution_provider), settings)
+        if self._last is not None and self._last[0] == memo and self._last[1] == image:
+            return self._last[2]
+        try:
+            vector = model.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
+        except ImageError as exc:
+            exc.add_detail(f'model "{stored.name}"')
+            raise
+        text = vector_to_text(vector)
+        self._last = (memo, image, text)
+        self.images_embedded += 1
+        return text
+
+    def embed_batch(self, store: ModelStore, name: str | None, images: list[bytes | None], settings: Settings) -> list[str | None]:
+        stored = store.lookup(name)
+        model = self.model(store, stored, settings)
+        try:
+            vectors = embed_many(model, images, settings)
+        except ImageError as exc:
+            exc.add_detail(f'model "{stored.name}"')
+            raise
+        self.images_embedded += sum(v is not None for v in vectors)
+        return [vector_to_text(v) if v is not None else None for v in vectors]
