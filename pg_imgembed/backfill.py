@@ -24,13 +24,13 @@ import numpy as np
 from . import lineage
 from .batch import embed_many
 from .database import PlpyDatabase
-from .embedded_tables import column_type, primary_key
+from .embedded_tables import column_type, primary_key, record_error
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig, ModelReplaced
 from .model_store import ModelStore, StoredModel
 from .serving import Serving
 from .settings import Settings
-from .triggers import check_target, record_failure
+from .triggers import check_target
 from .vector_text import vector_to_text
 
 NOTICE_EVERY_S = 1.0
@@ -94,7 +94,7 @@ class Run:
         vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
                              failures if self.on_error == "null" else None)
         for position, exc in failures:
-            record_failure(self.db, self.table, rows[position]["key"], self.stored.name, exc)
+            record_error(self.db, self.table, rows[position]["key"], self.stored.name, exc.sqlstate, exc.message)
         return vectors
 
     def write(self, pairs: Sequence[tuple[str, np.ndarray | None]]) -> None:

@@ -40,6 +40,10 @@ class UnknownModel(ImgEmbedError):
     sqlstate = "42704"  # undefined_object
 
 
+class PermissionDenied(ImgEmbedError):
+    sqlstate = "42501"  # insufficient_privilege
+
+
 class ModelPermissionDenied(ImgEmbedError):
     """The role has no usage privilege on the model (imgembed.grant_model_usage)."""
 

@@ -18,7 +18,7 @@ from .backfill import backfill
 from .database import PlpyDatabase
 from .decode import keep_buffers
 from .embedded_tables import bound_trigger
-from .errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, RuntimeMismatch, RuntimeShadowed
+from .errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, PermissionDenied, RuntimeMismatch, RuntimeShadowed
 from .model_store import ModelStore
 from .plpy_api import PLPy
 from .serving import Serving
@@ -110,6 +110,11 @@ class Server:
         return self.serving.embed_text(self.store, image, model, self.settings())
 
     @sql_function
+    def embed_for_writing(self, image: bytes, model: str) -> str:
+        """For the sync trigger: the model is held until commit (see ModelStore.lookup_for_writing)."""
+        return self.serving.embed_text(self.store, image, model, self.settings(), writing=True)
+
+    @sql_function
     def embed_batch(self, model: str | None, images: list[bytes | None]) -> list[str | None]:
         return self.serving.embed_batch(self.store, model, images, self.settings())
 
@@ -134,9 +139,16 @@ class Server:
 
     # ------------------------------------------------------------ models
 
+    def _require_execute(self, function: str) -> None:
+        """The PL/Python bodies of the admin functions are callable directly: they refuse a role
+        that may not execute the wrapper, whose privilege is the one granted and revoked."""
+        if not self.db.rows("SELECT pg_catalog.has_function_privilege($1, 'EXECUTE') AS ok", ["text"], [function])[0]["ok"]:
+            raise PermissionDenied(f"permission denied for function {function}")
+
     @sql_function
     def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None,
                    grant_public: bool | None) -> list:
+        self._require_execute("imgembed.load_model(text,bytea,jsonb,boolean,boolean)")
         settings = self.settings()
         row = self.store.load(name, onnx, config, replace, settings, grant_public is not False)
         self._prune_model_files(settings)  # a replaced model's file
@@ -144,10 +156,12 @@ class Server:
 
     @sql_function
     def set_default_model(self, name: str) -> None:
+        self._require_execute("imgembed.set_default_model(text)")
         self.store.set_default(name)
 
     @sql_function
     def drop_model(self, name: str) -> None:
+        self._require_execute("imgembed.drop_model(text)")
         self.store.drop(name)
         self._prune_model_files(self.settings())
 
@@ -171,10 +185,6 @@ class Server:
     @sql_function
     def drop_embedding_trigger(self, table: str, vector_column: str) -> None:
         triggers.drop(self.db, table, vector_column)
-
-    @sql_function
-    def on_row(self, td: dict[str, Any]) -> str:
-        return triggers.on_row(self.db, self.serving, self.settings(), td)
 
     # ------------------------------------------------------------ introspection
 

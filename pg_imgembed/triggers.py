@@ -1,7 +1,8 @@
-"""Embedding triggers: checks at creation, the DDL they run, and the per-row handler.
+"""Embedding triggers: checks at creation and the DDL they run.
 
 Two BEFORE row triggers per vector column call ``imgembed.embedding_trigger(image_column,
-vector_column, model, on_error)``: one on INSERT, one on ``UPDATE OF image_column`` with
+vector_column, model, on_error)`` (sync; PL/pgSQL, sql/idempotent/triggers.sql) or the table's
+generated enqueue function (async): one on INSERT, one on ``UPDATE OF image_column`` with
 ``WHEN (OLD.img IS DISTINCT FROM NEW.img)``, so an UPDATE that leaves the image alone never
 reaches Python. The model is bound by name when the trigger is created (the default model at
 that moment if none is named), so changing the default later cannot change a column's vectors.
@@ -10,15 +11,12 @@ that moment if none is named), so changing the default later cannot change a col
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-from .database import Database, PlpyDatabase
-from .embedded_tables import primary_key, record_error
-from .errors import DimensionMismatch, ImageError, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger
+from .database import PlpyDatabase
+from .embedded_tables import primary_key
+from .errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger
 from .model_store import ModelStore, StoredModel
-from .serving import Serving
-from .settings import Settings
 
 ON_ERROR = ("error", "null")
 
@@ -221,27 +219,3 @@ def _column(db: PlpyDatabase, relid: int, table: str, column: str) -> dict[str, 
     if rows.nrows() == 0:
         raise UndefinedColumn(f'column "{column}" of table {table} does not exist')
     return rows[0]
-
-
-def on_row(db: PlpyDatabase, serving: Serving, settings: Settings, td: dict[str, Any]) -> str:
-    """The body of imgembed.embedding_trigger(): the row's vector, or its failure recorded."""
-    image_column, vector_column, model, on_error = td["args"]
-    image = td["new"][image_column]
-    vector = None
-    if image is not None:
-        try:
-            vector = serving.embed_text(ModelStore(db), image, model, settings, writing=True)
-        except ImageError as exc:
-            if on_error != "null":
-                raise
-            key = {col: td["new"][col] for col in primary_key(db, str(td["relid"]))}
-            record_failure(db, f"{db.plpy.quote_ident(td['table_schema'])}.{db.plpy.quote_ident(td['table_name'])}",
-                           json.dumps(key, default=str) if key else None, model, exc)
-    # PL/Python converts back every column left in TD["new"]: keeping only the vector spares
-    # a copy of the image (and the input functions of every other column) on each row.
-    td["new"] = {vector_column: vector}
-    return "MODIFY"
-
-
-def record_failure(db: Database, table: str, row_key: str | None, model: str, exc: ImageError) -> None:
-    record_error(db, table, row_key, model, exc.sqlstate, exc.message)

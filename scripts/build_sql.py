@@ -67,6 +67,36 @@ if "imgembed" not in GD:
     GD["imgembed"] = server.start(plpy, "@VERSION@", _root)'''
 
 
+# "#reraise" in a PL/pgSQL wrapper: re-raise pg_imgembed's own errors (PL/Python prefixed them
+# with "pg_imgembed: " and put the Python traceback in CONTEXT) clean, with SQLSTATE, detail and
+# hint; any other error unchanged. "#raise_clean" is the raising part alone.
+RAISE_CLEAN = """IF detail = '' AND hint = '' THEN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = substr(message, 14);
+ELSIF detail = '' THEN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = substr(message, 14), HINT = hint;
+ELSIF hint = '' THEN
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = substr(message, 14), DETAIL = detail;
+ELSE
+    RAISE EXCEPTION USING ERRCODE = state, MESSAGE = substr(message, 14), DETAIL = detail, HINT = hint;
+END IF;"""
+RERAISE = """EXCEPTION WHEN OTHERS THEN
+    DECLARE
+        message text; detail text; hint text; state text;
+    BEGIN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT, state = RETURNED_SQLSTATE;
+        IF message NOT LIKE 'pg\\_imgembed: %' THEN
+            RAISE;  -- not one of pg_imgembed's own: as it was, Python traceback and all
+        END IF;
+        #raise_clean
+    END;"""
+
+
+def expand(body: str, marker: str, text: str) -> str:
+    """Replace each line holding only ``marker`` with ``text``, indented as the marker was."""
+    return re.sub(rf"^( *){marker}$", lambda m: "\n".join(m.group(1) + line for line in text.splitlines()), body, flags=re.M)
+
+
 def version() -> str:
     text = (ROOT / "pg_imgembed" / "__init__.py").read_text()
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
@@ -121,6 +151,7 @@ def upgrade_drops(start: str) -> list[pathlib.Path]:
 def finish(parts: list[pathlib.Path], runtime_dir: str) -> str:
     body = "\n".join(part.read_text() for part in parts)
     body = re.sub(r"^#bootstrap$", PREAMBLE, body, flags=re.M)
+    body = expand(expand(body, "#reraise", RERAISE), "#raise_clean", RAISE_CLEAN)
     body = body.replace("-- @data_views@", data_views())
     return HEADER + body.replace("@VERSION@", version()).replace("@RUNTIME_DIR@", runtime_dir)
 

@@ -116,7 +116,7 @@ def test_repository_without_onnx_says_how_to_export(dsn):
 
 def test_database_errors_are_reported_without_traceback(dsn, onnx_file):
     err = cli(dsn, "models", "drop", "nope", ok=False).stderr
-    assert err.startswith('pg-imgembed: error: pg_imgembed: model "nope" does not exist')
+    assert err.startswith('pg-imgembed: error: model "nope" does not exist')
     assert "Traceback" not in err
 
 

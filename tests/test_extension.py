@@ -18,6 +18,8 @@ EXPECTED = {
     "imgembed.embed_batch(text,bytea[])": ("s", False),
     "imgembed.backfill(regclass,name,name,text,integer,text,boolean)": ("v", False),
     "imgembed.load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed.set_default_model(text)": ("v", True),
+    "imgembed.drop_model(text)": ("v", True),
     "imgembed.grant_model_usage(text,text)": ("v", True),
     "imgembed.revoke_model_usage(text,text)": ("v", True),
     "imgembed.check_model_grant(text,text)": ("s", True),
@@ -27,14 +29,22 @@ EXPECTED = {
     "imgembed.embedding_triggers()": ("s", False),
     "imgembed.primary_key(regclass)": ("s", True),
     "imgembed.column_type(regclass,name)": ("s", True),
-    "imgembed.set_default_model(text)": ("v", True),
-    "imgembed.drop_model(text)": ("v", True),
     "imgembed.create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
     "imgembed.drop_embedding_trigger(regclass,name)": ("v", True),
     "imgembed.embedding_trigger()": ("v", False),
     "imgembed.record_error(regclass,jsonb,text,text,text)": ("v", False),
     "imgembed.version()": ("i", False),
     "imgembed.runtime()": ("v", False),
+    # The PL/Python bodies of the PL/pgSQL wrappers above
+    "imgembed._embed(bytea,text)": ("s", False),
+    "imgembed._embed_for_writing(bytea,text)": ("v", True),
+    "imgembed._embed_batch(text,bytea[])": ("s", False),
+    "imgembed._load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed._set_default_model(text)": ("v", True),
+    "imgembed._drop_model(text)": ("v", True),
+    "imgembed._create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
+    "imgembed._drop_embedding_trigger(regclass,name)": ("v", True),
+    "imgembed._runtime()": ("v", False),
 }
 
 

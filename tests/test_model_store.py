@@ -79,7 +79,7 @@ def test_replacing_a_model_used_by_a_trigger_with_other_dimensions_is_refused(co
                     (onnx_models.conv_net(extra_dims=8), json.dumps(TINY_CONFIG)))
     assert err.sqlstate == "42804"
     assert err.diag.message_primary == (
-        'pg_imgembed: replacing model "tiny" would change its output from 4 to 8 dimensions, '
+        'replacing model "tiny" would change its output from 4 to 8 dimensions, '
         "but embedding triggers on public.items use it"
     )
 
@@ -131,7 +131,7 @@ def test_execution_provider_setting_on_a_cpu_runtime(conn):
     err = sql_error(conn, "SELECT img_embedding(%s)", (PHOTO,))
     assert err.sqlstate == "55000"
     assert err.diag.message_primary.startswith(
-        "pg_imgembed: execution provider cuda was asked for, but this onnxruntime 1.")
+        "execution provider cuda was asked for, but this onnxruntime 1.")
     assert "has none (it has " in err.diag.message_primary
     assert err.diag.message_hint.startswith('Install onnxruntime-gpu (for the server: make install ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]")')
     err = sql_error(conn, "SELECT imgembed.embed_batch('tiny', ARRAY[%s::bytea])", (PHOTO,))

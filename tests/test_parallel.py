@@ -57,6 +57,14 @@ def test_falsely_parallel_safe_wrapper_gets_an_error_not_a_crash(parallel_conn, 
     for _ in range(3):  # a broken backend would crash on the next PL/Python call
         err = sql_error(parallel_conn, "SELECT my_embed(photo) FROM items")
         assert err.sqlstate == "25000"
+        # PostgreSQL refuses the wrapper's exception block before any PL/Python code runs.
+        assert err.diag.message_primary == "cannot start subtransactions during a parallel operation"
+    parallel_conn.execute("""
+        CREATE FUNCTION my_embed_inner(b bytea) RETURNS text LANGUAGE plpgsql PARALLEL SAFE
+        AS $$ BEGIN RETURN imgembed._embed(b, NULL); END $$""")
+    for _ in range(3):  # straight to the PL/Python body: it checks parallel mode before any SPI
+        err = sql_error(parallel_conn, "SELECT my_embed_inner(photo) FROM items")
+        assert err.sqlstate == "25000"
         assert err.diag.message_primary == "pg_imgembed: pg_imgembed's img_embedding() cannot run inside a parallel query"
     assert embed(parallel_conn, PHOTO).shape == (4,)
     with psycopg.connect(dsn, autocommit=True) as fresh:

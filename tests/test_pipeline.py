@@ -60,7 +60,7 @@ def test_pipeline_with_a_config_is_refused(conn):
     pipeline = build_pipeline(onnx_models.conv_net(), parse_config(TINY_CONFIG))
     err = sql_error(conn, "SELECT imgembed.load_model('p', %s, '{}'::jsonb)", (pipeline,))
     assert err.sqlstate == "22023"
-    assert err.diag.message_primary == "pg_imgembed: this is a pipeline model: its preprocessing is inside the file"
+    assert err.diag.message_primary == "this is a pipeline model: its preprocessing is inside the file"
 
 
 def test_bgr_and_pooling_and_no_normalisation_run_in_the_graph(conn):

@@ -79,7 +79,7 @@ def test_a_role_without_usage_cannot_use_or_read_a_model(conn, roles):
                       "SELECT imgembed.embed_batch('tiny', ARRAY[%s])"):
             err = sql_error(writer, query, (PHOTOS[0],))
             assert err.sqlstate == "42501"
-            assert err.diag.message_primary == 'pg_imgembed: permission denied for model "tiny"'
+            assert err.diag.message_primary == 'permission denied for model "tiny"'
             assert err.diag.message_hint == (
                 f"A model administrator can allow it: SELECT imgembed.grant_model_usage('tiny', '{names['writer']}');")
         assert writer.execute("SELECT count(*) FROM imgembed.model_store").fetchone() == (0,)

@@ -35,5 +35,5 @@ def test_a_system_package_imported_first_is_a_runtime_error(conn, local_server):
     err = sql_error(conn, "SELECT imgembed.runtime()")
     assert err.sqlstate == "58P01"
     assert err.diag.message_primary.startswith(
-        f"pg_imgembed: the runtime's Python module numpy comes from {path}, not from ")
+        f"the runtime's Python module numpy comes from {path}, not from ")
     assert err.diag.message_hint.startswith("If another PL/Python function imported it first in this session")

@@ -106,7 +106,7 @@ def test_connection_options_cannot_raise_a_limit(conn, role):
             err = sql_error(app, "SELECT img_embedding(%s)", (PHOTO,))
             assert err.sqlstate == "42501"
             assert err.diag.message_primary == (
-                "pg_imgembed: a connection option set imgembed.max_image_pixels, which only a superuser may give a default")
+                "a connection option set imgembed.max_image_pixels, which only a superuser may give a default")
             assert err.diag.message_hint.startswith("Reconnect without -c imgembed.max_image_pixels")
 
 

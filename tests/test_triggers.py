@@ -84,7 +84,7 @@ def test_image_set_to_null_gives_null(items):
 def test_on_error_error_aborts_the_whole_statement(items):
     err = sql_error(items, "INSERT INTO items (photo) VALUES (%s), (%s), (%s)", (PHOTO, b"garbage", OTHER))
     assert err.sqlstate == "22P03"
-    assert err.diag.message_primary.startswith("pg_imgembed: cannot decode image (7 bytes")
+    assert err.diag.message_primary.startswith("cannot decode image (7 bytes")
     assert items.execute("SELECT count(*) FROM items").fetchone()[0] == 0
     assert items.execute("SELECT count(*) FROM imgembed.errors").fetchone()[0] == 0
 
@@ -146,7 +146,7 @@ def test_drop_embedding_trigger(items):
     assert stored(items, row_id) is None
     err = sql_error(items, "SELECT imgembed.drop_embedding_trigger('items', 'embedding')")
     assert err.sqlstate == "42704"
-    assert err.diag.message_primary == 'pg_imgembed: table public.items has no embedding trigger for column "embedding"'
+    assert err.diag.message_primary == 'table public.items has no embedding trigger for column "embedding"'
 
 
 def test_creating_twice_replaces_the_triggers(items):
@@ -158,7 +158,7 @@ def test_creating_twice_replaces_the_triggers(items):
 def test_model_used_by_a_trigger_cannot_be_dropped(items):
     err = sql_error(items, "SELECT imgembed.drop_model('tiny')")
     assert err.sqlstate == "55006"
-    assert err.diag.message_primary == 'pg_imgembed: model "tiny" is used by embedding triggers on public.items'
+    assert err.diag.message_primary == 'model "tiny" is used by embedding triggers on public.items'
 
 
 @pytest.mark.parametrize("ddl, call, sqlstate, message", [
@@ -179,7 +179,7 @@ def test_creation_checks(conn, ddl, call, sqlstate, message):
     load_tiny(conn)
     conn.execute(ddl)
     err = sql_error(conn, f"SELECT imgembed.create_embedding_trigger{call}")
-    assert (err.sqlstate, err.diag.message_primary) == (sqlstate, "pg_imgembed: " + message)
+    assert (err.sqlstate, err.diag.message_primary) == (sqlstate, "" + message)
     assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 't'::regclass").fetchone()[0] == 0
 
 

@@ -242,7 +242,7 @@ def test_async_needs_a_primary_key(conn):
     load_tiny(conn)
     conn.execute("CREATE TABLE nokey (photo bytea, e vector(4))")
     err = sql_error(conn, "SELECT imgembed.create_embedding_trigger('nokey', 'photo', 'e', mode => 'async')")
-    assert err.diag.message_primary == "pg_imgembed: async embedding of public.nokey needs a primary key to find rows again"
+    assert err.diag.message_primary == "async embedding of public.nokey needs a primary key to find rows again"
 
 
 def test_dropping_an_async_trigger_removes_its_function_and_jobs(queued):

@@ -51,8 +51,12 @@ $$;
 COMMENT ON FUNCTION imgembed.lock_model(text) IS
     'Hold a model FOR SHARE until commit (writers of embedded columns); returns its generation';
 
-CREATE OR REPLACE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
-                                    replace boolean DEFAULT false, grant_public boolean DEFAULT true)
+-- Administration: each user-facing function is a PL/pgSQL wrapper (see "#reraise" in embedding.sql)
+-- around a PL/Python one, which itself refuses roles without EXECUTE on the wrapper, so that
+-- revoking the wrapper from PUBLIC is the whole privilege.
+
+CREATE OR REPLACE FUNCTION imgembed._load_model(name text, onnx bytea, config jsonb, replace boolean,
+                                                grant_public boolean)
 RETURNS SETOF imgembed.models
 LANGUAGE plpython3u VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -60,28 +64,63 @@ AS $python$
 #bootstrap
 return GD["imgembed"].load_model(name, onnx, config, replace, grant_public)
 $python$;
+COMMENT ON FUNCTION imgembed._load_model(text, bytea, jsonb, boolean, boolean) IS 'The body of load_model()';
+
+CREATE OR REPLACE FUNCTION imgembed.load_model(name text, onnx bytea, config jsonb DEFAULT NULL,
+                                    replace boolean DEFAULT false, grant_public boolean DEFAULT true)
+RETURNS SETOF imgembed.models
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM imgembed._load_model(name, onnx, config, replace, grant_public);
+#reraise
+END
+$$;
 COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) IS
     'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config; '
     'a new model is usable by PUBLIC unless grant_public => false';
 REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
 
-CREATE OR REPLACE FUNCTION imgembed.set_default_model(name text) RETURNS void
+CREATE OR REPLACE FUNCTION imgembed._set_default_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $python$
 #bootstrap
 GD["imgembed"].set_default_model(name)
 $python$;
+COMMENT ON FUNCTION imgembed._set_default_model(text) IS 'The body of set_default_model()';
+
+CREATE OR REPLACE FUNCTION imgembed.set_default_model(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgembed._set_default_model(name);
+#reraise
+END
+$$;
 COMMENT ON FUNCTION imgembed.set_default_model(text) IS 'Make a loaded model the one img_embedding(image) uses';
 REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
 
-CREATE OR REPLACE FUNCTION imgembed.drop_model(name text) RETURNS void
+CREATE OR REPLACE FUNCTION imgembed._drop_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $python$
 #bootstrap
 GD["imgembed"].drop_model(name)
 $python$;
+COMMENT ON FUNCTION imgembed._drop_model(text) IS 'The body of drop_model()';
+
+CREATE OR REPLACE FUNCTION imgembed.drop_model(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgembed._drop_model(name);
+#reraise
+END
+$$;
 COMMENT ON FUNCTION imgembed.drop_model(text) IS 'Remove a model; refused while an embedding trigger uses it';
 REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
 
@@ -91,12 +130,23 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT '@VERSION@'::text $$;
 COMMENT ON FUNCTION imgembed.version() IS 'Version of the installed SQL';
 
-CREATE OR REPLACE FUNCTION imgembed.runtime() RETURNS jsonb
+CREATE OR REPLACE FUNCTION imgembed._runtime() RETURNS jsonb
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $python$
 #bootstrap
 return GD["imgembed"].runtime()
 $python$;
+COMMENT ON FUNCTION imgembed._runtime() IS 'The body of runtime()';
+
+CREATE OR REPLACE FUNCTION imgembed.runtime() RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN imgembed._runtime();
+#reraise
+END
+$$;
 COMMENT ON FUNCTION imgembed.runtime() IS
     'Where the Python runtime lives and the versions of the packages it uses, with the settings in effect';
