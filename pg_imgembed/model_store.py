@@ -11,17 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .database import Database
 from .embedded_tables import tables_using
-from .embedding_model import EmbeddingModel
 from .errors import (
     DimensionMismatch,
     DuplicateModel,
-    ImgEmbedError,
     InvalidConfig,
-    InvalidModel,
     ModelInUse,
     ModelPermissionDenied,
     NoDefaultModel,
@@ -104,6 +99,8 @@ class ModelStore:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
         config = read_config(config_json)
         source_sha256 = hashlib.sha256(onnx).hexdigest()  # what sha256sum prints for the file loaded
+        from .pipeline import prepare_pipeline  # builds with the onnx package: off the embedding path
+
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
         existing = self.db.rows(_BY_NAME, ["text"], [name])
         if existing and not replace:
@@ -174,35 +171,3 @@ def read_config(config_json: str | None) -> ModelConfig | None:
         return parse_config(expand_template(json.loads(config_json)))
     except UnknownTemplate as exc:
         raise InvalidConfig(str(exc)) from None
-
-
-def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel, int]:
-    """The bytes to store, a ready model and its dimensions (from embedding a probe image): a
-    pipeline model as given (so an exported file comes back with the same sha256), or a plain
-    model built into one, checked against itself."""
-    given = EmbeddingModel(onnx, config or ModelConfig(), threads=threads)
-    if given.pipeline_spec is not None:
-        if config is not None:
-            raise InvalidConfig(
-                "this is a pipeline model: its preprocessing is inside the file",
-                hint="Load it with config NULL, or rebuild it from the plain model to change the preprocessing.",
-            )
-        return onnx, given, given.probe().size
-    expected = given.probe()  # validates the plain model before building on it
-    from .pipeline import build_pipeline  # needs the onnx package, only for building
-
-    try:
-        pipeline = build_pipeline(onnx, config or ModelConfig(), given)
-    except ImgEmbedError:
-        raise
-    except Exception as exc:  # onnx's checker and compose raise plain exceptions
-        raise InvalidModel(f"cannot build a pipeline model from this model: {str(exc).splitlines()[0]}") from exc
-    built = EmbeddingModel(pipeline, ModelConfig(), threads=threads)
-    got = built.probe()
-    cosine = float(np.dot(expected, got) / (np.linalg.norm(expected) * np.linalg.norm(got) or 1.0))
-    if expected.shape != got.shape or cosine < 0.99999:
-        raise InvalidModel(
-            f"the pipeline built from this model disagrees with it on the probe image (cosine {cosine:.6f})",
-            hint="Report this with the model: the in-graph preprocessing should match the reference exactly.",
-        )
-    return pipeline, built, got.size

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .embedding_model import EmbeddingModel
-from .errors import InvalidModel
+from .errors import ImgEmbedError, InvalidConfig, InvalidModel
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
 from .onnx_session import InputGeometry
 from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME
@@ -60,6 +60,13 @@ def build_pipeline(plain_onnx: bytes, config: ModelConfig, plain: EmbeddingModel
     merged = compose.merge_models(pre, inner, io_map=[(_P + "pixels", "model/" + geometry.name)],
                                   outputs=["model/" + output])
     merged = compose.merge_models(merged, post, io_map=[("model/" + output, _P + "raw_in")])
+    # merge_models lists each part's opsets again; tools such as onnxruntime's quantizer refuse a
+    # domain listed twice, so keep one entry per domain.
+    versions: dict[str, int] = {}
+    for entry in merged.opset_import:
+        versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
+    del merged.opset_import[:]
+    merged.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
     merged.metadata_props.extend(model.metadata_props)
     spec = {"format": FORMAT, "config": resolved.to_dict(), "model_input": geometry.name, "model_output": output}
     onnx.helper.set_model_props(merged, {**{p.key: p.value for p in merged.metadata_props}, METADATA_KEY: json.dumps(spec)})
@@ -151,3 +158,33 @@ def _onnx_dtype(dtype: type) -> int:
 
     types: dict[type, int] = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
     return types[dtype]
+
+
+def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel, int]:
+    """The bytes to store, a ready model and its dimensions (from embedding a probe image): a
+    pipeline model as given (so an exported file comes back with the same sha256), or a plain
+    model built into one, checked against itself."""
+    given = EmbeddingModel(onnx, config or ModelConfig(), threads=threads)
+    if given.pipeline_spec is not None:
+        if config is not None:
+            raise InvalidConfig(
+                "this is a pipeline model: its preprocessing is inside the file",
+                hint="Load it with config NULL, or rebuild it from the plain model to change the preprocessing.",
+            )
+        return onnx, given, given.probe().size
+    expected = given.probe()  # validates the plain model before building on it
+    try:
+        pipeline = build_pipeline(onnx, config or ModelConfig(), given)
+    except ImgEmbedError:
+        raise
+    except Exception as exc:  # onnx's checker and compose raise plain exceptions
+        raise InvalidModel(f"cannot build a pipeline model from this model: {str(exc).splitlines()[0]}") from exc
+    built = EmbeddingModel(pipeline, ModelConfig(), threads=threads)
+    got = built.probe()
+    cosine = float(np.dot(expected, got) / (np.linalg.norm(expected) * np.linalg.norm(got) or 1.0))
+    if expected.shape != got.shape or cosine < 0.99999:
+        raise InvalidModel(
+            f"the pipeline built from this model disagrees with it on the probe image (cosine {cosine:.6f})",
+            hint="Report this with the model: the in-graph preprocessing should match the reference exactly.",
+        )
+    return pipeline, built, got.size

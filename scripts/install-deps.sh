@@ -46,6 +46,17 @@ apt_install ca-certificates make gcc libc6-dev python3 python3-venv \
     "postgresql-$PG" "postgresql-plpython3-$PG" "postgresql-server-dev-$PG"
 SHAREDIR=$($PG_CONFIG --sharedir)
 
+# The Debian mirror this host's (or image's) apt already uses, so hosts behind a local mirror or a
+# proxy fetch the source package the same way; nothing here names a mirror of its own.
+debian_mirror() {
+    local found
+    found=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$found" ] || found=$(awk '$1 == "deb" && $0 !~ /security/ {print ($2 ~ /^\[/ ? $3 : $2); exit}' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+    [ -n "$found" ] || { echo "install-deps: no Debian mirror found in /etc/apt sources" >&2; exit 1; }
+    echo "$found"
+}
+
 install_pgvector() {
     if [ -f "$SHAREDIR/extension/vector.control" ]; then return 0; fi
     if apt-cache show "postgresql-$PG-pgvector" >/dev/null 2>&1 || { apt-get update -qq && apt-cache show "postgresql-$PG-pgvector" >/dev/null 2>&1; }; then
@@ -55,11 +66,13 @@ install_pgvector() {
     # using a private apt configuration so the system's sources stay untouched.
     log "building pgvector $PGVECTOR_VERSION from Debian's source package"
     apt_install dpkg-dev debian-archive-keyring
-    local aptx=/tmp/pg_imgembed-aptx src=/tmp/pg_imgembed-pgvector
-    rm -rf "$aptx" "$src"; mkdir -p "$aptx/lists/partial" "$src"
+    local aptx src mirror
+    aptx=$(mktemp -d) src=$(mktemp -d)
+    mkdir -p "$aptx/lists/partial"
+    mirror=$(debian_mirror)
     cat > "$aptx/trixie-src.sources" <<X
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -1,9 +1,11 @@
 """Fixtures: a real PostgreSQL with plpython3u, pgvector and pg_imgembed installed.
 
-The server comes from ``PG_IMGEMBED_TEST_DSN`` (or ``--dsn``) if given; else from testcontainers
-when a Docker engine answers (the image built from docker/Dockerfile); else from a throwaway local
-cluster made for the session and removed after it. Every test gets its own database, cloned from
-a template that already has the extension.
+The server is chosen explicitly, never guessed from what happens to answer:
+``PG_IMGEMBED_TEST_TARGET`` (or ``--target``) is ``local`` (the default: a throwaway cluster on
+this machine, made for the session and removed after it), ``docker`` (testcontainers runs the
+image ``PG_IMGEMBED_TEST_IMAGE``, default ``pg_imgembed:test``, which ``make docker-images``
+builds from docker/Dockerfile) or ``dsn`` (the server at ``PG_IMGEMBED_TEST_DSN`` or ``--dsn``).
+Every test gets its own database, cloned from a template that already has the extension.
 """
 
 from __future__ import annotations
@@ -23,27 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "imgembed_test_template"
 
 
+TARGETS = ("local", "docker", "dsn")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--dsn", default=os.environ.get("PG_IMGEMBED_TEST_DSN"),
-                     help="server to test against (default: testcontainers, else a local throwaway cluster)")
-
-
-def _docker_engine() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-        return True
-    except Exception:
-        return False
+    parser.addoption("--target", default=os.environ.get("PG_IMGEMBED_TEST_TARGET", "local"), choices=TARGETS,
+                     help="server to test against: local (default), docker or dsn")
+    parser.addoption("--dsn", default=os.environ.get("PG_IMGEMBED_TEST_DSN"), help="the server of --target dsn")
 
 
 @pytest.fixture(scope="session")
 def server_kind(request: pytest.FixtureRequest) -> str:
-    """given (a DSN), container (testcontainers) or local (a cluster on this machine)."""
-    if request.config.getoption("--dsn"):
-        return "given"
-    return "container" if _docker_engine() else "local"
+    """local (a cluster on this machine), docker (testcontainers) or dsn (a server given)."""
+    target = request.config.getoption("--target")
+    if target == "dsn" and not request.config.getoption("--dsn"):
+        raise pytest.UsageError("--target dsn needs PG_IMGEMBED_TEST_DSN or --dsn")
+    return target
 
 
 @pytest.fixture
@@ -55,15 +52,14 @@ def local_server(server_kind: str) -> None:
 
 @pytest.fixture(scope="session")
 def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str]:
-    if server_kind == "given":
+    if server_kind == "dsn":
         yield request.config.getoption("--dsn")
-    elif server_kind == "container":
-        from testcontainers.core.image import DockerImage
+    elif server_kind == "docker":
         from testcontainers.postgres import PostgresContainer
 
-        with DockerImage(path=str(ROOT), dockerfile_path="docker/Dockerfile", tag="pg_imgembed:test") as image:
-            with PostgresContainer(str(image), username="postgres", password="postgres", driver=None) as pg:
-                yield pg.get_connection_url()
+        image = os.environ.get("PG_IMGEMBED_TEST_IMAGE", "pg_imgembed:test")
+        with PostgresContainer(image, username="postgres", password="postgres", driver=None) as pg:
+            yield pg.get_connection_url()
     else:
         with LocalCluster() as cluster:  # under /tmp: pytest's own tmp dir is closed to postgres
             yield cluster.dsn

@@ -88,7 +88,7 @@ def test_dockerfile_installs_with_make_install_on_postgres_17(path):
 def test_dockerfile_copies_everything_make_install_reads(path):
     copied = " ".join(args for op, args in dockerfile_instructions(path) if op == "COPY")
     for needed in ("Makefile", "extension.mk", "pg_imgembed.control", "requirements-runtime.txt",
-                   "scripts/install-deps.sh", "scripts/build_sql.py", "sql/", "pg_imgembed/"):
+                   "scripts/install-deps.sh", "scripts/build_sql.py", "sql/", "src/", "pg_imgembed/"):
         assert needed in copied, needed
 
 
@@ -104,3 +104,13 @@ def test_cuda_dockerfile_installs_the_gpu_build_at_the_pinned_version():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text().split("\n## ")[0]
+
+
+def test_install_deps_takes_the_debian_mirror_from_the_hosts_apt_sources():
+    script = (ROOT / "scripts" / "install-deps.sh").read_text()
+    assert "deb.debian.org" not in script  # hosts behind a local mirror or proxy fetch from it
+    function = script[script.index("debian_mirror() {"):script.index("\n}\n", script.index("debian_mirror() {")) + 3]
+    found = subprocess.run(["bash", "-c", function + "debian_mirror"], capture_output=True, text=True, check=True).stdout.strip()
+    sources = " ".join(p.read_text() for p in Path("/etc/apt").rglob("*.sources")) + " ".join(
+        p.read_text() for p in Path("/etc/apt").rglob("*.list") if p.is_file())
+    assert found and found in sources

@@ -73,3 +73,11 @@ def test_bgr_and_pooling_and_no_normalisation_run_in_the_graph(conn):
     got = embed(conn, PHOTO, "fm")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert abs(np.linalg.norm(got) - 1) > 1e-3  # not normalised, as configured
+
+
+def test_a_pipeline_lists_each_opset_domain_once():
+    import onnx
+
+    model = onnx.load_from_string(build_pipeline(onnx_models.conv_net(), parse_config(TINY_CONFIG)))
+    domains = [entry.domain for entry in model.opset_import]
+    assert len(domains) == len(set(domains)) == 1

@@ -210,3 +210,14 @@ def test_a_storage_the_user_chose_is_left_alone(conn):
     (storage,) = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 't'::regclass "
                               "AND attname = 'photo'").fetchone()
     assert storage == "m"
+
+
+def test_creating_triggers_again_prints_no_notices_about_internal_objects(conn):
+    load_tiny(conn)
+    conn.execute("CREATE TABLE quiet (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    for mode in ("sync", "async", "sync", "sync"):
+        conn.execute("SELECT imgembed.create_embedding_trigger('quiet', 'photo', 'embedding', mode => %s)", (mode,))
+    conn.execute("SELECT imgembed.drop_embedding_trigger('quiet', 'embedding')")
+    assert notices and all(n.startswith(("embedding trigger on public.quiet", 'column "photo" of public.quiet')) for n in notices), notices

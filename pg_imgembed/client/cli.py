@@ -75,12 +75,13 @@ def model_source(args: argparse.Namespace) -> tuple[bytes, dict[str, Any] | None
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from ..model_config import ModelConfig, parse_config
-    from ..pipeline import build_pipeline
+    from ..model_config import parse_config
+    from ..pipeline import prepare_pipeline
     from ..templates import expand_template
 
     onnx, config = model_source(args)
-    pipeline = build_pipeline(onnx, parse_config(expand_template(config)) if config is not None else ModelConfig())
+    # The same build and check as load_model: the pipeline must agree with the plain model.
+    pipeline, _, _ = prepare_pipeline(onnx, parse_config(expand_template(config)) if config is not None else None, threads=1)
     Path(args.output).write_bytes(pipeline)
     print(f"{args.output}: pipeline model, {len(pipeline)} bytes, sha256 {hashlib.sha256(pipeline).hexdigest()}")
 

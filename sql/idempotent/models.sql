@@ -22,7 +22,7 @@ COMMENT ON VIEW imgembed.models IS
     'Loaded models: dimensions, input geometry, preprocessing, size, sha256 (stored pipeline; source_sha256: the file loaded), default';
 GRANT SELECT ON imgembed.models TO PUBLIC;
 
--- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and catalog.py:
+-- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and known_models.py:
 -- @data_views@
 
 -- Loading this C library defines the imgembed.* settings for real (src/pg_imgembed.c); every
