@@ -1,5 +1,6 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
 # `make test` do the same first; `make lint` runs ruff and mypy; `make bench` prints the throughput table.
+# `make docker-images` and `make test-docker` do the same for the Docker image.
 # Variables: RUNTIME_DIR (where the server's Python packages go),
 # PG_CONFIG (which PostgreSQL; default: the newest installed),
 # ONNXRUNTIME (the runtime's onnxruntime build: onnxruntime, or onnxruntime-gpu[cuda,cudnn] for CUDA).
@@ -9,7 +10,7 @@ VENV ?= .venv
 PYTEST_ARGS ?=
 find_pg_config = $(firstword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -rV))
 
-.PHONY: install deps demo test lint bench dev-venv clean
+.PHONY: install deps demo test lint test-docker docker-images bench dev-venv clean
 
 install: deps
 	$(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
@@ -40,6 +41,16 @@ lint: dev-venv
 
 test: install dev-venv
 	PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+# Docker: the CPU image (CUDA=1: the CUDA image too), and the whole suite against the CPU image
+# (PostgreSQL 17, Python 3.13 inside) through testcontainers.
+docker-images:
+	docker/engine.sh
+	CUDA=$(CUDA) docker/build-images.sh
+
+# Ryuk, testcontainers' reaper, is an image from a registry: off (the fixture stops its container).
+test-docker: docker-images dev-venv
+	PG_IMGEMBED_TEST_TARGET=docker TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf build .demo

@@ -58,7 +58,9 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
         from testcontainers.postgres import PostgresContainer
 
         image = os.environ.get("PG_IMGEMBED_TEST_IMAGE", "pg_imgembed:test")
-        with PostgresContainer(image, username="postgres", password="postgres", driver=None) as pg:
+        # trust: the tests log in as roles they create, without passwords, as on the local cluster
+        container = PostgresContainer(image, username="postgres", password="postgres", driver=None)
+        with container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust") as pg:
             yield pg.get_connection_url()
     else:
         with LocalCluster() as cluster:  # under /tmp: pytest's own tmp dir is closed to postgres
@@ -69,7 +71,7 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
 def template_dsn(server_dsn: str) -> str:
     dsn = fresh_database(server_dsn, TEMPLATE)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")  # the image puts it in template1
     return dsn
 
 
