@@ -55,7 +55,7 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
     if server_kind == "dsn":
         yield request.config.getoption("--dsn")
     elif server_kind == "docker":
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         image = os.environ.get("PG_IMGEMBED_TEST_IMAGE", "pg_imgembed:test")
         # trust: the tests log in as roles they create, without passwords, as on the local cluster
