@@ -39,7 +39,7 @@ NOTICE_EVERY_S = 1.0
 def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str, image_column: str, vector_column: str,
              model: str | None, batch_size: int | None, on_error: str | None) -> int:
     """Returns the number of rows embedded by the NULL pass. ``model`` is the one the column is
-    bound to (see ``lineage.bound_model``); None: the default model."""
+    bound to (its trigger's, else the one lineage records); None: the default model."""
     store = ModelStore(db)
     stored = check_target(db, store, table, image_column, vector_column, model, on_error)
     if batch_size is None or batch_size < 1:

@@ -9,7 +9,6 @@ cannot break this: see the comment on imgembed.lineage in sql/incremental/002-0.
 from __future__ import annotations
 
 from .database import Database
-from .embedded_tables import bound_trigger
 from .model_store import StoredModel
 
 KEY_TYPES = ["pg_catalog.regclass", "name"]  # (tbl, vector_column)
@@ -28,11 +27,8 @@ def record(db: Database, table: str, vector_column: str, stored: StoredModel, *,
             [table, vector_column, stored.name, stored.sha256, stored.generation])
 
 
-def bound_model(db: Database, table: str, vector_column: str) -> str | None:
-    """The model the column's embedding trigger is bound to, else the one its lineage names."""
-    trigger = bound_trigger(db, table, vector_column)
-    if trigger is not None:
-        return trigger.model
+def recorded_model(db: Database, table: str, vector_column: str) -> str | None:
+    """The model the column's lineage names, if it has one."""
     rows = db.rows("SELECT model FROM imgembed.lineage WHERE tbl OPERATOR(pg_catalog.=) $1 "
                    "AND vector_column OPERATOR(pg_catalog.=) $2", KEY_TYPES, [table, vector_column])
     return str(rows[0]["model"]) if rows else None

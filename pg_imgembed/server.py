@@ -123,7 +123,7 @@ class Server:
                  batch_size: int | None, on_error: str | None, switch_model: bool | None) -> None:
         """Model and on_error default to those of the column's trigger (model: else lineage's)."""
         trigger = bound_trigger(self.db, table, vector_column)
-        bound = lineage.bound_model(self.db, table, vector_column)
+        bound = trigger.model if trigger is not None else lineage.recorded_model(self.db, table, vector_column)
         if model is not None and bound is not None and model != bound:
             if not switch_model:
                 raise BoundModelMismatch(
