@@ -136,3 +136,51 @@ def test_a_replacement_undone_mid_re_embedding_leaves_the_column_stale(conn, app
     with psycopg.connect(app, autocommit=True) as owner:
         owner.execute("CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 5)")
     assert not assert_lineage_honest(conn)
+
+
+def test_a_model_replaced_between_backfill_batches_stops_it_and_the_column_stays_stale(conn, app, dsn):
+    """The first batch is held in its write (an advisory lock the test owns) while a replacement
+    queues behind the model lock it holds; the second batch then finds a newer generation."""
+    conn.execute("""CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER held AFTER UPDATE OF embedding ON items FOR EACH ROW EXECUTE FUNCTION wait_for_test()")
+    conn.execute("UPDATE items SET embedding = NULL")
+    gate = psycopg.connect(dsn, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(4242)")
+    errors: list[psycopg.Error] = []
+
+    def run_backfill():
+        with psycopg.connect(app, autocommit=True) as owner:
+            errors.append(sql_error(owner, "CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 5)"))
+
+    def replace():
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            load_model(admin, "tiny", onnx_models.conv_net(), NEW_CONFIG, replace=True)
+
+    backfill_thread, replace_thread = threading.Thread(target=run_backfill), threading.Thread(target=replace)
+    try:
+        backfill_thread.start()
+        wait_until(conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", 1)
+        replace_thread.start()
+        wait_until(conn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND query LIKE '%load_model%'", 1)
+    finally:
+        gate.execute("SELECT pg_advisory_unlock(4242)")
+        backfill_thread.join(60)
+        replace_thread.join(60)
+        gate.close()
+    (err,) = errors
+    assert (err.sqlstate, err.diag.message_primary) == ("40001", 'pg_imgembed: model "tiny" was replaced while backfill ran')
+    assert conn.execute("SELECT count(embedding) FROM items").fetchone() == (5,)  # the first batch kept
+    assert assert_lineage_honest(conn)  # stale: those vectors are the old generation's
+    conn.execute("DROP TRIGGER held ON items")
+    with psycopg.connect(app, autocommit=True) as owner:
+        owner.execute("CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 5)")
+    assert not assert_lineage_honest(conn)
+
+
+def wait_until(conn, query, expected, seconds=30):
+    deadline = time.monotonic() + seconds
+    while conn.execute(query).fetchone()[0] != expected:
+        assert time.monotonic() < deadline, query
+        time.sleep(0.05)
