@@ -137,6 +137,7 @@ class RuntimeShadowed(ImgEmbedError):
 
 
 class RuntimeMismatch(ImgEmbedError):
-    """The Python runtime does not match the installed SQL (version or missing package)."""
+    """The Python runtime does not match the installed SQL (version or missing package), or a
+    worker's packages differ from the server's (its vectors would differ from img_embedding's)."""
 
     sqlstate = "55000"  # object_not_in_prerequisite_state

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidConfig
+
 # Normalisation statistics, defined once (model_config reads them from here too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,7 +63,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
 )}
 
 
-class UnknownTemplate(ValueError):
+class UnknownTemplate(InvalidConfig):
     pass
 
 

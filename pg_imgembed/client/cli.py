@@ -1,80 +1,122 @@
-"""``pg-imgembed``: manage the models of a database from the command line.
+"""pg-imgembed: manage the models of a database, fill embedded columns, run the async worker.
 
     pg-imgembed models build  MODEL.onnx|--from-dir DIR [--config JSON|--template T] -o PIPELINE.onnx
     pg-imgembed models load   NAME MODEL.onnx|--from-dir DIR|--catalog ID [--config|--template] [--replace] [--default]
     pg-imgembed models list | export NAME FILE | drop NAME | catalog | templates
+    pg-imgembed backfill TABLE IMAGE_COLUMN VECTOR_COLUMN [--model M] [--batch-size N]
+    pg-imgembed status
+    pg-imgembed worker [--concurrency N] ...
 
-The database is named the libpq way: ``--dsn`` or the ``PG*`` environment variables.
-Transfers go in chunks with a progress bar, so a large model shows how far it got.
+The database is named the libpq way: --dsn (before or after the command) or the PG* environment
+variables. Transfers and backfills show a progress bar on a terminal and plain lines otherwise.
+Exit status: 0 done, 1 the database refused, 2 a usage or input error.
+
+argparse is kept deliberately: the client install stays at psycopg + pgvector, and what a CLI
+library would add here (global options anywhere, errors that list the commands) is a few lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 from .. import __version__
 from .. import known_models as catalog
-from ..errors import ImgEmbedError, InvalidConfig
+from ..errors import ImgEmbedError
+from ..settings import EXECUTION_PROVIDERS
 from ..templates import TEMPLATES
 
-CHUNK = 4 << 20  # 4 MiB per round trip
+# Server hints name SQL arguments; here they are options.
+SQL_TO_CLI = {"replace => true": "--replace", "switch_model => true": "--switch-model"}
+BACKFILL_NOTICE = re.compile(r"^backfill (?P<what>.+): (?P<done>\d+)/(?P<total>\d+) rows \([\d.]+%\), "
+                             r"(?P<rate>[\d.]+) images/s, ETA (?P<eta>\S+)")
+
+
+class UsageError(ImgEmbedError):
+    """The command line itself is wrong (exit status 2, like argparse's own errors)."""
 
 
 class Progress:
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.live = sys.stderr.isatty()
+    """One line redrawn on a terminal; elsewhere (logs, pipes) only whole lines."""
 
-    def advance(self, n: int) -> None:
-        self.done += n
+    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+        self.label, self.stream = label, stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.drawn = False
+
+    def show(self, done: int, total: int, text: str) -> None:
         if self.live:
-            filled = int(30 * self.done / max(self.total, 1))
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                             f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
-            sys.stderr.flush()
+            filled = int(30 * done / max(total, 1))
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {text}\x1b[K")
+            self.stream.flush()
+            self.drawn = True
 
-    def close(self) -> None:
-        sys.stderr.write(("\r" if self.live else "") + f"{self.label}: {self.total / 1e6:.1f} MB\n")
+    def line(self, text: str) -> None:
+        self.stream.write(("\r\x1b[K" if self.drawn else "") + text + "\n")
+        self.stream.flush()
+        self.drawn = False
+
+    def bytes(self, done: int, total: int) -> None:
+        self.show(done, total, f"{done / 1e6:.1f}/{total / 1e6:.1f} MB")
 
 
-def connect(dsn: str | None):
+def connect(args: argparse.Namespace) -> Any:
+    import psycopg
+
+    return psycopg.connect(getattr(args, "dsn", None) or "", autocommit=True)
+
+
+def read_config(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    where = "--config"
+    if value.startswith("@"):
+        where = value[1:]
+        try:
+            value = Path(where).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read the config file {where}: {exc.strerror}") from None
     try:
-        import psycopg
-    except ImportError:
-        raise SystemExit("pg-imgembed: psycopg is needed to talk to the database: pip install 'pg_imgembed[client]'") from None
-    return psycopg.connect(dsn or "", autocommit=True)
+        config = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{where} must be a JSON object, not {type(config).__name__}")
+    return config
 
 
-def model_source(args: argparse.Namespace) -> tuple[bytes, dict[str, Any] | None]:
+def model_source(args: argparse.Namespace) -> tuple[bytes, Any]:
     """The ONNX bytes and config named by --from-dir / --catalog / a file, with --config/--template."""
     from .model_dir import download, read_model_dir
+    from .models import read_model_source
 
-    config: dict[str, Any] | None = None
-    found: dict[str, Any] | None
-    if args.config:
-        text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
-        config = json.loads(text)
+    config = read_config(args.config)
     if getattr(args, "catalog", None):
         entry = catalog.find(args.catalog)
-        directory = download(args.catalog)
-        onnx, found = read_model_dir(directory, onnx_file=entry.onnx_file if entry else None,
+        onnx, found = read_model_dir(download(args.catalog), onnx_file=entry.onnx_file if entry else None,
                                      output=entry.output if entry else None, template=args.template)
-    elif args.from_dir:
-        onnx, found = read_model_dir(Path(args.from_dir), template=args.template)
-    elif args.onnx:
-        onnx, found = Path(args.onnx).read_bytes(), ({"template": args.template} if args.template else None)
-    else:
-        raise InvalidConfig("name the model: an ONNX file, --from-dir DIR or --catalog MODEL_ID")
-    return onnx, config if config is not None else found
+        return onnx, config if config is not None else found
+    given = [name for name, value in (("an ONNX file", args.onnx), ("--from-dir", args.from_dir)) if value]
+    if len(given) != 1:
+        raise UsageError("name the model: an ONNX file, --from-dir DIR" + (" or --catalog MODEL_ID" if hasattr(args, "catalog") else "")
+                         if not given else "give an ONNX file or --from-dir, not both")
+    source = args.onnx or args.from_dir
+    if args.from_dir and not Path(args.from_dir).is_dir():
+        raise UsageError(f"--from-dir {args.from_dir}: {'not a directory' if Path(args.from_dir).exists() else 'no such directory'}")
+    if args.onnx and not Path(args.onnx).is_file():
+        raise UsageError(f"{args.onnx}: {'not a file' if Path(args.onnx).exists() else 'no such file'}")
+    return read_model_source(source, config=config, template=args.template)
 
 
 def cmd_build(args: argparse.Namespace) -> None:
+    import hashlib
+
     from ..model_config import parse_config
     from ..pipeline import prepare_pipeline
     from ..templates import expand_template
@@ -87,60 +129,43 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def cmd_load(args: argparse.Namespace) -> None:
+    from .models import load_model
+
     onnx, config = model_source(args)
-    with connect(args.dsn) as conn:
-        conn.execute("CREATE TEMP TABLE pg_imgembed_upload (n int, chunk bytea)")
-        progress = Progress(f"upload {args.name}", len(onnx))
-        for n, start in enumerate(range(0, len(onnx), CHUNK)):
-            chunk = onnx[start:start + CHUNK]
-            conn.execute("INSERT INTO pg_imgembed_upload VALUES (%s, %s)", (n, chunk))
-            progress.advance(len(chunk))
-        progress.close()
-        row = conn.execute(
-            "SELECT name, dimensions, input, sha256 FROM imgembed.load_model(%s, "
-            "(SELECT string_agg(chunk, ''::bytea ORDER BY n) FROM pg_imgembed_upload), %s::jsonb, %s)",
-            (args.name, json.dumps(config) if config is not None else None, args.replace)).fetchone()
-        if args.default:
-            conn.execute("SELECT imgembed.set_default_model(%s)", (args.name,))
-    print(f"loaded {row[0]}: {row[1]} dimensions, input {row[2]}, sha256 {row[3]}" + (" (default)" if args.default else ""))
+    progress = Progress(f"upload {args.name}")
+    with connect(args) as conn:
+        loaded = load_model(conn, args.name, onnx, config=config, replace=args.replace, default=args.default,
+                            progress=progress.bytes)
+    progress.line(f"upload {args.name}: {len(onnx) / 1e6:.1f} MB")
+    print(f"loaded {loaded.name}: {loaded.dimensions} dimensions, input {loaded.input}, sha256 {loaded.sha256}"
+          + (" (default)" if args.default else ""))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    with connect(args.dsn) as conn:
-        found = conn.execute("SELECT bytes, sha256 FROM imgembed.model_store WHERE name = %s", (args.name,)).fetchone()
-        if found is None:
-            raise InvalidConfig(f'model "{args.name}" does not exist')
-        size, sha = found
-        progress = Progress(f"export {args.name}", size)
-        digest = hashlib.sha256()
-        with open(args.file, "wb") as out:
-            # substring() of an uncompressed (STORAGE EXTERNAL) value reads only the chunks it needs.
-            for start in range(0, size, CHUNK):
-                (chunk,) = conn.execute("SELECT substring(onnx FROM %s FOR %s) FROM imgembed.model_store WHERE name = %s",
-                                        (start + 1, CHUNK, args.name)).fetchone()
-                out.write(chunk)
-                digest.update(chunk)
-                progress.advance(len(chunk))
-        progress.close()
-    if digest.hexdigest() != sha:
-        raise InvalidConfig(f"exported bytes have sha256 {digest.hexdigest()}, the table says {sha}")
+    from .models import export_model
+
+    progress = Progress(f"export {args.name}")
+    with connect(args) as conn:
+        size, sha = export_model(conn, args.name, args.file, progress=progress.bytes)
+    progress.line(f"export {args.name}: {size / 1e6:.1f} MB")
     print(f"{args.file}: {size} bytes, sha256 {sha}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    with connect(args.dsn) as conn:
+    with connect(args) as conn:
         rows = conn.execute("SELECT name, dimensions, input, bytes, left(sha256, 12), is_default FROM imgembed.models ORDER BY name").fetchall()
-    table([("name", "dims", "input", "bytes", "sha256", "default")] + [tuple("*" if v is True else "" if v is False else v for v in r) for r in rows])
+    table(("name", "dims", "input", "bytes", "sha256", "default"), [tuple("*" if v is True else "" if v is False else v for v in r) for r in rows],
+          empty="no models loaded (pg-imgembed models load NAME MODEL.onnx)")
 
 
 def cmd_drop(args: argparse.Namespace) -> None:
-    with connect(args.dsn) as conn:
+    with connect(args) as conn:
         conn.execute("SELECT imgembed.drop_model(%s)", (args.name,))
     print(f"dropped {args.name}")
 
 
 def cmd_catalog(args: argparse.Namespace) -> None:
-    table([("model_id", "template", "dims", "license", "onnx", "notes")] +
+    table(("model_id", "template", "dims", "license", "onnx", "notes"),
           [(m.model_id, m.template, m.dimensions, m.license, m.onnx_file or "-", m.notes) for m in catalog.CATALOG])
 
 
@@ -149,72 +174,193 @@ def cmd_templates(args: argparse.Namespace) -> None:
         print(f"{t.name}\n  {t.description}\n  {json.dumps(t.config)}")
 
 
-def table(rows: Sequence[Sequence[Any]]) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+def cmd_backfill(args: argparse.Namespace) -> None:
+    progress = Progress(f"backfill {args.table}")
+    started = time.monotonic()
+    last: list[str] = []
+
+    def on_notice(diag: Any) -> None:
+        text = diag.message_primary or ""
+        found = BACKFILL_NOTICE.match(text)
+        if found is None:
+            progress.line(f"notice: {text}")
+            return
+        last[:] = [text]
+        if progress.live:
+            progress.show(int(found["done"]), int(found["total"]),
+                          f"{found['done']}/{found['total']} rows, {found['rate']} images/s, ETA {found['eta']}")
+        else:
+            progress.line(text)
+
+    with connect(args) as conn:
+        conn.add_notice_handler(on_notice)
+        conn.execute("CALL imgembed.backfill(%s, %s, %s, model => %s, batch_size => %s, on_error => %s, switch_model => %s)",
+                     (args.table, args.image_column, args.vector_column, args.model, args.batch_size, args.on_error,
+                      args.switch_model))
+    if progress.live:
+        progress.line(last[0] if last else f"backfill {args.table}: nothing to do")
+    print(f"backfill {args.table}.{args.vector_column}: done in {time.monotonic() - started:.1f} s")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    try:
+        from .worker import run_from_args
+    except ImportError as exc:  # a client-only install
+        raise UsageError(f"the worker computes vectors itself and needs onnxruntime, numpy and Pillow ({exc})",
+                         hint="pip install 'pg_imgembed[worker]' (the server runtime's versions)") from None
+    run_from_args(getattr(args, "dsn", None), args)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    with connect(args) as conn:
+        queue = conn.execute("SELECT tbl::text, vector_column, queued, in_progress, failed, done, "
+                             "date_trunc('second', oldest_pending_age)::text FROM imgembed.queue_status ORDER BY 1, 2").fetchall()
+        lineage = conn.execute("SELECT tbl::text, vector_column, model, left(produced_by, 12), produced_by_generation, "
+                               "current_generation, CASE WHEN stale THEN 'STALE' ELSE 'fresh' END, "
+                               "CASE WHEN reembedding THEN 'yes' ELSE '' END, date_trunc('second', updated_at)::text "
+                               "FROM imgembed.vector_lineage ORDER BY 1, 2").fetchall()
+    print("queue (imgembed.queue_status)")
+    table(("table", "column", "queued", "in_progress", "failed", "done", "oldest_pending"), queue,
+          empty="no async columns with jobs", indent="  ")
+    print("\nlineage (imgembed.vector_lineage)")
+    table(("table", "column", "model", "sha256", "generation", "current", "state", "reembedding", "updated_at"), lineage,
+          empty="no embedded columns yet", indent="  ")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "", indent: str = "") -> None:
+    if not rows and empty:
+        print(f"{indent}({empty})")
+        return
+    shown = [tuple(header)] + [tuple("" if v is None else v for v in r) for r in rows]
+    widths = [max(len(str(r[i])) for r in shown) for i in range(len(header))]
+    for row in shown:
+        print(indent + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# ------------------------------------------------------------------ the parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors that say what was wrong and what there is to run."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^the following arguments are required: (COMMAND|{.*})$", "name a command", message)
+        commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if commands is not None:
+            names = ", ".join(commands.choices)
+            follow = f"commands: {names}\nrun '{self.prog} COMMAND --help' for a command's options"
+        else:
+            follow = f"{self.format_usage().strip()}\nrun '{self.prog} --help' for more"
+        self.exit(2, f"{self.prog}: error: {message}\n{follow}\n")
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="pg-imgembed", description=__doc__.split("\n\n")[0])
+    # --dsn is accepted before or after any command: every parser has it, the innermost value wins.
+    common = Parser(add_help=False)
+    common.add_argument("--dsn", default=argparse.SUPPRESS,
+                        help="libpq connection string or URI (default: the PG* environment variables)")
+    root = Parser(prog="pg-imgembed", description=__doc__.split("\n\n")[0].split(": ", 1)[1], parents=[common],
+                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     root.add_argument("--version", action="version", version=f"pg-imgembed {__version__}")
-    root.add_argument("--dsn", help="libpq connection string or URI (default: PG* environment variables)")
-    groups = root.add_subparsers(dest="group", required=True)
-    worker = groups.add_parser("worker", help="embed the rows async triggers queued")
-    from .worker import add_arguments, run_from_args
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    add_arguments(worker)
-    worker.set_defaults(run=lambda args: run_from_args(args.dsn, args))
-    models = groups.add_parser("models", help="manage models").add_subparsers(dest="command", required=True)
+    def command(group: Any, name: str, help: str, run: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common])
+        sub.set_defaults(run=run)
+        return sub
+
+    models_parser = commands.add_parser("models", help="manage the models of the database", parents=[common])
+    models_parser.set_defaults(run=lambda args: models_parser.error("name a command"))
+    models = models_parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
 
     def sourced(p: argparse.ArgumentParser, with_catalog: bool) -> None:
-        p.add_argument("onnx", nargs="?", help="a plain or pipeline ONNX file")
-        p.add_argument("--from-dir", help="a Hugging Face style model directory")
+        p.add_argument("onnx", nargs="?", metavar="MODEL.onnx", help="a plain or pipeline ONNX file")
+        p.add_argument("--from-dir", metavar="DIR",
+                       help="a model directory laid out as on Hugging Face (model.onnx or onnx/model.onnx, preprocessor_config.json)")
         if with_catalog:
-            p.add_argument("--catalog", metavar="MODEL_ID", help="a catalog model, downloaded from the hub")
-        p.add_argument("--config", help="config JSON, or @FILE")
-        p.add_argument("--template", choices=sorted(TEMPLATES), help="a named preprocessing template")
+            p.add_argument("--catalog", metavar="MODEL_ID", help="a catalog model (pg-imgembed models catalog), downloaded from the hub")
+        p.add_argument("--config", metavar="JSON", help="the preprocessing config as JSON, or @FILE to read it from a file")
+        p.add_argument("--template", choices=sorted(TEMPLATES), help="a named preprocessing template (pg-imgembed models templates)")
 
-    build = models.add_parser("build", help="build a pipeline model file (offline, no database)")
+    build = command(models, "build", "build a pipeline model file (offline, no database)", cmd_build)
     sourced(build, with_catalog=False)
-    build.add_argument("-o", "--output", required=True)
-    build.set_defaults(run=cmd_build)
-    load = models.add_parser("load", help="load a model into the database")
-    load.add_argument("name")
+    build.add_argument("-o", "--output", required=True, metavar="PIPELINE.onnx", help="where to write the pipeline model")
+    load = command(models, "load", "load a model into the database", cmd_load)
+    load.add_argument("name", metavar="NAME", help="the model's name in the database")
     sourced(load, with_catalog=True)
     load.add_argument("--replace", action="store_true", help="replace a model of the same name")
     load.add_argument("--default", action="store_true", help="make it the default model")
-    load.set_defaults(run=cmd_load)
-    export = models.add_parser("export", help="write a stored (pipeline) model to a file")
-    export.add_argument("name")
-    export.add_argument("file")
-    export.set_defaults(run=cmd_export)
-    drop = models.add_parser("drop", help="remove a model")
-    drop.add_argument("name")
-    drop.set_defaults(run=cmd_drop)
-    models.add_parser("list", help="models in the database").set_defaults(run=cmd_list)
-    models.add_parser("catalog", help="preconfigured models").set_defaults(run=cmd_catalog)
-    models.add_parser("templates", help="preprocessing templates").set_defaults(run=cmd_templates)
+    export = command(models, "export", "write a stored pipeline model to a file", cmd_export)
+    export.add_argument("name", metavar="NAME", help="the model's name in the database")
+    export.add_argument("file", metavar="FILE", help="the ONNX file to write")
+    drop = command(models, "drop", "remove a model from the database", cmd_drop)
+    drop.add_argument("name", metavar="NAME", help="the model's name in the database")
+    command(models, "list", "list the models in the database", cmd_list)
+    command(models, "catalog", "list the preconfigured models", cmd_catalog)
+    command(models, "templates", "list the preprocessing templates", cmd_templates)
+
+    backfill = command(commands, "backfill", "embed the rows whose vector is NULL or stale (CALL imgembed.backfill)", cmd_backfill)
+    backfill.add_argument("table", metavar="TABLE", help="the table, optionally schema-qualified")
+    backfill.add_argument("image_column", metavar="IMAGE_COLUMN", help="its bytea column of images")
+    backfill.add_argument("vector_column", metavar="VECTOR_COLUMN", help="its vector column to fill")
+    backfill.add_argument("--model", help="the model (default: the column's trigger's, else the default model)")
+    backfill.add_argument("--batch-size", type=int, default=32, help="rows embedded and committed at a time (default 32)")
+    backfill.add_argument("--on-error", choices=("error", "null"), help="a bad image stops it (error) or leaves NULL (null); "
+                          "default: the trigger's policy")
+    backfill.add_argument("--switch-model", action="store_true", help="re-embed with --model although the trigger names another, "
+                          "and rebind the trigger")
+    command(commands, "status", "show the async queue and the lineage of embedded columns", cmd_status)
+
+    worker_arguments(command(commands, "worker", "embed the rows async triggers queued", cmd_worker))
     return root
 
 
+def worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=1, help="worker threads, one connection each (default 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="jobs claimed at a time (default 16)")
+    parser.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts (default 120)")
+    parser.add_argument("--max-attempts", type=int, default=5, help="tries before a job is given up (default 5)")
+    parser.add_argument("--retry-base", type=float, default=2.0, help="first retry delay in seconds, doubling (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker thread (default 1)")
+    parser.add_argument("--provider", choices=EXECUTION_PROVIDERS, default="auto",
+                        help="onnxruntime execution provider (default auto: CUDA where onnxruntime-gpu can run it, else CPU)")
+    parser.add_argument("--decode-threads", type=int, default=0,
+                        help="image decoding threads per worker thread (default: cores / concurrency)")
+    parser.add_argument("--once", action="store_true", help="exit when no job is ready")
+    parser.add_argument("--allow-version-mismatch", action="store_true",
+                        help="start although onnxruntime, numpy or Pillow differ from the server's runtime (vectors may differ)")
+
+
+def cli_wording(text: str) -> str:
+    for sql, option in SQL_TO_CLI.items():
+        text = text.replace(sql, option)
+    return text.removeprefix("pg_imgembed: ")
+
+
+def fail(status: int, message: str, detail: str | None = None, hint: str | None = None) -> int:
+    lines = [f"pg-imgembed: error: {cli_wording(message)}"]
+    lines += [f"{label}: {cli_wording(text)}" for label, text in (("detail", detail), ("hint", hint)) if text]
+    print("\n".join(lines), file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    root = parser()
+    args = root.parse_args(argv)
+    if args.command is None:
+        root.error("name a command")
     try:
         args.run(args)
-    except ImgEmbedError as exc:
-        print(f"pg-imgembed: error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return 1
+    except ImgEmbedError as exc:  # found here, before (or without) the database: the input is wrong
+        return fail(2, exc.message, exc.detail, exc.hint)
+    except OSError as exc:
+        return fail(2, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
         diag = getattr(exc, "diag", None)
-        if type(exc).__module__.startswith("psycopg"):
-            # The server's message, detail and hint; not its CONTEXT (a PL/Python traceback).
-            parts = [f"pg-imgembed: error: {(diag and diag.message_primary) or str(exc).strip()}"]
-            parts += [f"{label}: {text}" for label, text in (("detail", diag and diag.message_detail),
-                                                              ("hint", diag and diag.message_hint)) if text]
-            print("\n".join(parts), file=sys.stderr)
-            return 1
-        raise
+        # The server's message, detail and hint; not its CONTEXT (a PL/Python traceback).
+        return fail(1, (diag and diag.message_primary) or str(exc).strip(), diag and diag.message_detail, diag and diag.message_hint)
     return 0
 
 

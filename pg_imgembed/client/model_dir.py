@@ -22,9 +22,12 @@ class HubUnavailable(ImgEmbedError):
 
 
 def read_model_dir(path: Path, *, onnx_file: str | None = None, output: str | None = None,
-                   template: str | None = None) -> tuple[bytes, dict[str, Any]]:
-    """The ONNX bytes and the config to load them with."""
+                   template: str | None = None, need_preprocessing: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes and the config to load them with (``need_preprocessing=False``: the caller
+    has its own config, so a directory without preprocessor_config.json is fine)."""
     path = Path(path)
+    if not path.is_dir():
+        raise InvalidConfig(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
     candidates = [onnx_file] if onnx_file else list(ONNX_CANDIDATES)
     found = next((path / c for c in candidates if (path / c).is_file()), None)
     if found is None:
@@ -35,10 +38,15 @@ def read_model_dir(path: Path, *, onnx_file: str | None = None, output: str | No
     if template is not None:
         config = {"template": template}
     elif processor.is_file():
-        config = {"preprocess": json.loads(processor.read_text()), "source": f"{processor}"}
+        try:
+            config = {"preprocess": json.loads(processor.read_text()), "source": f"{processor}"}
+        except json.JSONDecodeError as exc:
+            raise InvalidConfig(f"{processor} is not valid JSON: {exc}") from None
+    elif not need_preprocessing:
+        config = {}
     else:
         raise InvalidConfig(f"{path} has no preprocessor_config.json",
-                            hint="Name a template (--template clip, vit, convnext, dinov2, ...) or give --config.")
+                            hint="Name a template (clip, vit, convnext, dinov2, ...) or give a config.")
     if output is not None:
         config["output"] = {"name": output}
     return found.read_bytes(), config

@@ -15,6 +15,9 @@ on one host or many, share the queue:
   ``--max-attempts``.
 - **SIGTERM/SIGINT:** stop claiming, finish the batch in hand, exit 0.
 - **a role that is not a member of imgembed_worker:** stop at the first claim, exit 2.
+- **packages that compute vectors (onnxruntime, numpy, Pillow) at other versions than the server's
+  runtime:** refuse to start, exit 2 (``--allow-version-mismatch`` overrides), since its vectors
+  must equal ``img_embedding``'s. ``pip install 'pg_imgembed[worker]'`` pins the server's versions.
 - **``--provider cuda`` that cannot start** (no GPU, no CUDA libraries): release the jobs without
   spending an attempt, stop, exit 2. ``auto`` (the default) uses the CPU there instead.
 """
@@ -37,10 +40,10 @@ from ..batch import embed_many
 from ..decode import keep_buffers
 from ..embedded_tables import bound_trigger, column_type, record_error
 from ..embedding_model import EmbeddingModel
-from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, WorkerNotAllowed
+from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
 from ..model_store import ModelStore
 from ..serving import Serving
-from ..settings import EXECUTION_PROVIDERS, SETTING_NAMES, Settings, read_settings
+from ..settings import SETTING_NAMES, Settings, read_settings
 from ..vector_text import vector_to_text
 from .pg_database import PsycopgDatabase
 
@@ -275,22 +278,35 @@ def _count(conn: Any, job: Job, done: int, failed: int) -> None:
         (job.relid, job.vector_column, done, failed))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--concurrency", type=int, default=1, help="worker threads, one connection each (default 1)")
-    parser.add_argument("--batch-size", type=int, default=16, help="jobs claimed at a time (default 16)")
-    parser.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts (default 120)")
-    parser.add_argument("--max-attempts", type=int, default=5, help="tries before a job is given up (default 5)")
-    parser.add_argument("--retry-base", type=float, default=2.0, help="first retry delay in seconds, doubling (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker thread (default 1)")
-    parser.add_argument("--provider", choices=EXECUTION_PROVIDERS, default="auto",
-                        help="onnxruntime execution provider (default auto: CUDA where onnxruntime-gpu can run it, else CPU)")
-    parser.add_argument("--decode-threads", type=int, default=0,
-                        help="image decoding threads per worker thread (default: cores / concurrency)")
-    parser.add_argument("--once", action="store_true", help="exit when no job is ready")
+def vector_package_versions() -> dict[str, str]:
+    """The versions of what turns image bytes into a vector, as imgembed.runtime() reports them."""
+    import numpy
+    import onnxruntime
+    import PIL
+
+    return {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+
+
+def check_versions(dsn: str) -> None:
+    """Refuse to write vectors that could differ from the server's own."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT imgembed.runtime()").fetchone()
+    server = row[0] if row else {}
+    differ = {name: version for name, version in vector_package_versions().items() if server.get(name) != version}
+    if differ:
+        pins = " ".join(f"'{name}=={server.get(name)}'" for name in differ)
+        raise RuntimeMismatch("the worker's packages differ from the server's runtime: "
+                              + "; ".join(f"{name} {version} here, {server.get(name)} in the server" for name, version in differ.items()),
+                              hint=f"Install the server's versions (pip install {pins}), or start with "
+                                   "--allow-version-mismatch if vectors may differ from img_embedding's.")
 
 
 def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
+    if not args.allow_version_mismatch:
+        check_versions(dsn or "")
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
                                        threads=args.threads, provider=args.provider,
