@@ -110,6 +110,12 @@ class BoundModelMismatch(ImgEmbedError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
+class TowerMismatch(ImgEmbedError):
+    """A text tower loaded against an image tower that has been replaced since."""
+
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
 class InferenceFailed(ImgEmbedError):
     sqlstate = "38000"  # external_routine_exception
 

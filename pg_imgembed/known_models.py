@@ -13,12 +13,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CatalogModel:
     model_id: str
-    template: str
+    template: str | None  # image towers' preprocessing; None for text towers (their tokenizer says it)
     dimensions: int
     license: str
     onnx_file: str | None  # path in the repository; None: the repository has no ONNX export
     output: str | None = None  # which ONNX output is the embedding (None: the first)
     notes: str = ""
+    modality: str = "image"  # or "text": a text tower, loaded beside the image tower of its model
 
 
 CATALOG: tuple[CatalogModel, ...] = (
@@ -26,6 +27,8 @@ CATALOG: tuple[CatalogModel, ...] = (
                  notes="fastembed; ResNet-50 pooled features"),
     CatalogModel("Qdrant/clip-ViT-B-32-vision", "clip", 512, "mit", "model.onnx",
                  notes="fastembed; CLIP ViT-B/32 image tower, projected embeddings"),
+    CatalogModel("Qdrant/clip-ViT-B-32-text", None, 512, "mit", "model.onnx", modality="text",
+                 notes="fastembed; CLIP ViT-B/32 text tower: load it under the name of Qdrant/clip-ViT-B-32-vision"),
     CatalogModel("Qdrant/Unicom-ViT-B-16", "clip", 768, "apache-2.0", "model.onnx", notes="fastembed"),
     CatalogModel("Qdrant/Unicom-ViT-B-32", "clip", 512, "apache-2.0", "model.onnx", notes="fastembed"),
     CatalogModel("google/vit-base-patch16-224", "vit", 768, "apache-2.0", None, output="last_hidden_state",
@@ -33,7 +36,7 @@ CATALOG: tuple[CatalogModel, ...] = (
     CatalogModel("facebook/convnext-tiny-224", "convnext", 768, "apache-2.0", None, output="pooler_output",
                  notes="export with optimum-cli export onnx --model facebook/convnext-tiny-224 DIR"),
     CatalogModel("openai/clip-vit-base-patch32", "clip", 512, "mit", None, output="image_embeds",
-                 notes="vision tower only: export CLIPVisionModelWithProjection to ONNX"),
+                 notes="no ONNX: export CLIPVisionModelWithProjection (and CLIPTextModelWithProjection for its text tower)"),
     CatalogModel("facebook/dinov2-small", "dinov2", 384, "apache-2.0", None, output="last_hidden_state",
                  notes="export with optimum-cli export onnx --model facebook/dinov2-small DIR"),
 )

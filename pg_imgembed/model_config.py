@@ -88,13 +88,13 @@ def parse_config(raw: Mapping[str, Any] | None) -> ModelConfig:
         raise InvalidConfig(f"model config must be a JSON object, not {type(raw).__name__}")
     if _is_hf_processor(raw):
         return parse_hf_processor(raw)
-    _check_keys("config", raw, {"preprocess", "output", "source"}, also_accepted=frozenset({"template"}))
-    pre = _object("preprocess", raw.get("preprocess") or {})
+    check_keys("config", raw, {"preprocess", "output", "source"}, also_accepted=frozenset({"template"}))
+    pre = json_object("preprocess", raw.get("preprocess") or {})
     if _is_hf_processor(pre):
         preprocess = parse_hf_processor(pre).preprocess
     else:
         preprocess = _parse_preprocess(pre)
-    output = _parse_output(_object("output", raw.get("output") or {}))
+    output = _parse_output(json_object("output", raw.get("output") or {}))
     return ModelConfig(preprocess, output, str(raw.get("source", "pg_imgembed")))
 
 
@@ -103,19 +103,19 @@ _OUTPUT_KEYS = {f for f in OutputConfig.__dataclass_fields__}
 
 
 def _parse_preprocess(pre: Mapping[str, Any]) -> PreprocessConfig:
-    _check_keys("preprocess", pre, _PREPROCESS_KEYS)
+    check_keys("preprocess", pre, _PREPROCESS_KEYS)
     d = PreprocessConfig()
     return PreprocessConfig(
         resize=_parse_resize(pre["resize"]) if pre.get("resize") is not None else None,
-        resample=_choice("preprocess.resample", pre.get("resample", d.resample), RESAMPLE),
+        resample=choice("preprocess.resample", pre.get("resample", d.resample), RESAMPLE),
         center_crop=_parse_size("preprocess.center_crop", pre["center_crop"]) if pre.get("center_crop") is not None else None,
-        crop_rounding=_choice("preprocess.crop_rounding", pre.get("crop_rounding", d.crop_rounding), ("floor", "round")),
+        crop_rounding=choice("preprocess.crop_rounding", pre.get("crop_rounding", d.crop_rounding), ("floor", "round")),
         rescale=_parse_rescale(pre, d.rescale),
         mean=_triple("preprocess.mean", pre.get("mean"), float),
         std=_nonzero("preprocess.std", _triple("preprocess.std", pre.get("std"), float)),
-        channel_order=_choice("preprocess.channel_order", str(pre.get("channel_order", "RGB")).upper(), ("RGB", "BGR")),
-        layout=_choice("preprocess.layout", str(pre["layout"]).upper(), ("NCHW", "NHWC")) if pre.get("layout") else None,
-        decode=_choice("preprocess.decode", pre.get("decode", d.decode), ("exact", "fast")),
+        channel_order=choice("preprocess.channel_order", str(pre.get("channel_order", "RGB")).upper(), ("RGB", "BGR")),
+        layout=choice("preprocess.layout", str(pre["layout"]).upper(), ("NCHW", "NHWC")) if pre.get("layout") else None,
+        decode=choice("preprocess.decode", pre.get("decode", d.decode), ("exact", "fast")),
         background=_colour("preprocess.background", pre.get("background")),
     )
 
@@ -127,14 +127,14 @@ def _parse_rescale(pre: Mapping[str, Any], default: float | None) -> float | Non
 
 
 def _parse_output(out: Mapping[str, Any]) -> OutputConfig:
-    _check_keys("output", out, _OUTPUT_KEYS)
+    check_keys("output", out, _OUTPUT_KEYS)
     normalize = out.get("normalize", True)
     if not isinstance(normalize, bool):
         raise InvalidConfig(f"output.normalize must be true or false, not {normalize!r}")
     name = out.get("name")
     return OutputConfig(
         name=str(name) if name is not None else None,
-        pooling=_choice("output.pooling", out.get("pooling", "auto"), ("auto", "mean", "cls", "none")),
+        pooling=choice("output.pooling", out.get("pooling", "auto"), ("auto", "mean", "cls", "none")),
         normalize=normalize,
     )
 
@@ -143,17 +143,17 @@ def _parse_resize(value: Any) -> Resize:
     if value == "none":
         return Resize()
     if isinstance(value, Mapping) and set(value) == {"shortest_edge"}:
-        return Resize(shortest_edge=_positive_int("preprocess.resize.shortest_edge", value["shortest_edge"]))
+        return Resize(shortest_edge=positive_int("preprocess.resize.shortest_edge", value["shortest_edge"]))
     height, width = _parse_size("preprocess.resize", value)
     return Resize(height=height, width=width)
 
 
 def _parse_size(what: str, value: Any) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        size = _positive_int(what, value)
+        size = positive_int(what, value)
         return size, size
     if isinstance(value, Mapping) and set(value) == {"height", "width"}:
-        return _positive_int(f"{what}.height", value["height"]), _positive_int(f"{what}.width", value["width"])
+        return positive_int(f"{what}.height", value["height"]), positive_int(f"{what}.width", value["width"])
     raise InvalidConfig(
         f"{what} must be an integer or {{\"height\": H, \"width\": W}}"
         + (" or {\"shortest_edge\": S}" if what.endswith("resize") else "")
@@ -235,7 +235,7 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
 def _convnext_resize(size: Any, crop_pct: Any) -> tuple[Resize, tuple[int, int] | None]:
     if not (isinstance(size, Mapping) and "shortest_edge" in size):
         raise InvalidConfig(f"ConvNextImageProcessor: size must have shortest_edge, not {size!r}")
-    edge = _positive_int("ConvNextImageProcessor.size.shortest_edge", size["shortest_edge"])
+    edge = positive_int("ConvNextImageProcessor.size.shortest_edge", size["shortest_edge"])
     if edge >= 384:  # ConvNeXt warps large inputs without cropping
         return Resize(height=edge, width=edge), None
     pct = _positive_float("ConvNextImageProcessor.crop_pct", crop_pct if crop_pct is not None else 224 / 256)
@@ -247,7 +247,7 @@ def _convnext_resize(size: Any, crop_pct: Any) -> tuple[Resize, tuple[int, int] 
 # ---------------------------------------------------------------- value checks
 
 
-def _check_keys(where: str, raw: Mapping[str, Any], known: set[str], also_accepted: frozenset[str] = frozenset()) -> None:
+def check_keys(where: str, raw: Mapping[str, Any], known: set[str], also_accepted: frozenset[str] = frozenset()) -> None:
     """``also_accepted``: keys expanded before this check (``template``), named in the hint too."""
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -257,21 +257,21 @@ def _check_keys(where: str, raw: Mapping[str, Any], known: set[str], also_accept
         )
 
 
-def _object(what: str, value: Any) -> Mapping[str, Any]:
+def json_object(what: str, value: Any) -> Mapping[str, Any]:
     # Without this, a list/number here fails with TypeError (or an odd "unknown key") instead.
     if not isinstance(value, Mapping):
         raise InvalidConfig(f"{what} must be a JSON object, not {value!r}")
     return value
 
 
-def _choice(what: str, value: Any, allowed: Any) -> str:
+def choice(what: str, value: Any, allowed: Any) -> str:
     # isinstance first: an unhashable value (a list) would raise TypeError on ``in`` a dict.
     if not isinstance(value, str) or value not in allowed:
         raise InvalidConfig(f"{what} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return str(value)
 
 
-def _positive_int(what: str, value: Any) -> int:
+def positive_int(what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidConfig(f"{what} must be a positive integer, not {value!r}")
     return value

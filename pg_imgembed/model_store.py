@@ -21,11 +21,13 @@ from .errors import (
     ModelPermissionDenied,
     NoDefaultModel,
     NullArgument,
+    TowerMismatch,
     UnknownModel,
 )
 from .model_config import ModelConfig, parse_config
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
+from .text_config import parse_text_config
 
 _COLUMNS = "name, sha256, bytes, dimensions, config::text AS config, generation"
 
@@ -41,6 +43,25 @@ class StoredModel:
 
 
 _BY_NAME = f"SELECT {_COLUMNS} FROM imgembed.model_store WHERE name = $1::text"
+
+
+@dataclass(frozen=True)
+class StoredTextModel:
+    name: str
+    sha256: str
+    tokenizer_sha256: str
+    bytes: int
+    dimensions: int
+    config: str  # jsonb text of the resolved TextConfig
+    generation: int
+    image_sha256: str  # the image tower it was loaded against
+    image_now: str | None  # the image tower's sha256 now (None: hidden by its policy, or gone)
+
+
+_TEXT_BY_NAME = """SELECT t.name, t.sha256, t.tokenizer_sha256, t.bytes, t.dimensions, t.config::text AS config, t.generation,
+                          t.image_sha256, m.sha256 AS image_now
+                     FROM imgembed.text_model_store t LEFT JOIN imgembed.model_store m ON m.name = t.name
+                    WHERE t.name = $1::text"""
 
 
 class ModelStore:
@@ -69,6 +90,28 @@ class ModelStore:
         if not rows:  # dropped between lookup and fetch
             raise UnknownModel(f"model with sha256 {sha256} is no longer in imgembed.model_store")
         return bytes(rows[0]["onnx"])
+
+    def lookup_text(self, name: str) -> StoredTextModel:
+        """The text tower of a model family, refused if the image tower changed since it was paired."""
+        rows = self.db.rows(_TEXT_BY_NAME, ["text"], [name])
+        if not rows:
+            image = self.lookup(name)  # not there, or not usable: its error says which
+            raise UnknownModel(f'model "{image.name}" has no text tower',
+                               hint=f"Load one beside its image tower: imgembed.load_text_model('{image.name}', onnx, tokenizer_json).")
+        stored = StoredTextModel(**rows[0])
+        if stored.image_now != stored.image_sha256:
+            raise TowerMismatch(
+                f'the image tower of model "{name}" was replaced after its text tower was loaded: '
+                "their vectors may no longer share one space",
+                hint="Load the text tower that matches the new image tower: imgembed.load_text_model(..., replace => true).")
+        return stored
+
+    def text_bytes(self, sha256: str, column: str) -> bytes:
+        """A text tower's ``onnx`` or ``tokenizer`` (tokenizer.json) bytes."""
+        rows = self.db.rows(f"SELECT {column} AS b FROM imgembed.text_model_store WHERE sha256 = $1::text LIMIT 1", ["text"], [sha256])
+        if not rows:
+            raise UnknownModel(f"text tower with sha256 {sha256} is no longer in imgembed.text_model_store")
+        return bytes(rows[0]["b"])
 
     def _missing(self, name: str | None) -> Exception:
         """Why the model table showed no row: the model is not there, or (its policy hides the
@@ -138,7 +181,45 @@ class ModelStore:
         if grant_public and not existing:  # a replacement keeps the model's grants
             self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",
                          ["text"], [name])
-        return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1", ["text"], [name])
+        return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1 AND modality = 'image'", ["text"], [name])
+
+    def load_text(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config_json: str | None,
+                  replace: bool | None, settings: Settings) -> list[dict[str, Any]]:
+        from .text_model import TextModel  # tokenizers: off the image path
+
+        if not name:
+            raise NullArgument("model name must not be NULL or empty")
+        if onnx is None or tokenizer is None:
+            raise NullArgument(f'the {"ONNX" if onnx is None else "tokenizer"} bytes of text tower "{name}" are NULL')
+        config = parse_text_config(json.loads(config_json) if config_json is not None else None)
+        try:
+            image = self.lookup(name)  # the family's image tower: loaded first, and usable by this role
+        except UnknownModel:
+            raise UnknownModel(f'model "{name}" has no image tower: a text tower is loaded beside the image tower of its model',
+                               hint="Load the image tower first with imgembed.load_model(name, onnx, config).") from None
+        model = TextModel(onnx, tokenizer, config, threads=settings.threads)
+        dimensions = model.probe().size
+        if dimensions != image.dimensions:
+            raise DimensionMismatch(
+                f'the text tower gives {dimensions} dimensions, the image tower of model "{name}" {image.dimensions}',
+                hint="Both towers of a model must embed into one space: load the text tower of the same model.")
+        existing = self.db.rows("SELECT 1 FROM imgembed.text_model_store WHERE name = $1", ["text"], [name])
+        if existing and not replace:
+            raise DuplicateModel(f'model "{name}" already has a text tower',
+                                 hint="Pass replace => true to replace it; sessions pick up the new one at their next call.")
+        self.db.rows(
+            """INSERT INTO imgembed.text_model_store AS t
+                   (name, onnx, sha256, bytes, tokenizer, tokenizer_sha256, dimensions, max_length, config, image_sha256)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+               ON CONFLICT (name) DO UPDATE SET
+                   onnx = EXCLUDED.onnx, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes, tokenizer = EXCLUDED.tokenizer,
+                   tokenizer_sha256 = EXCLUDED.tokenizer_sha256, dimensions = EXCLUDED.dimensions,
+                   max_length = EXCLUDED.max_length, config = EXCLUDED.config, image_sha256 = EXCLUDED.image_sha256,
+                   generation = pg_catalog.nextval('imgembed.model_generation'), loaded_at = now(), loaded_by = current_user""",
+            ["text", "bytea", "text", "bigint", "bytea", "text", "int4", "int4", "text", "text"],
+            [name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), tokenizer, hashlib.sha256(tokenizer).hexdigest(),
+             dimensions, model.max_length, model.config.to_json(), image.sha256])
+        return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1 AND modality = 'text'", ["text"], [name])
 
     def set_default(self, name: str) -> None:
         self.lookup(name)

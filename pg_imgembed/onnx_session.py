@@ -90,16 +90,20 @@ def make_session(source: bytes | Path, threads: int, provider: str = "cpu") -> A
     return session
 
 
+TEXT_TOWER_HINT = "This is a text encoder (it takes input_ids): load it as a text tower with imgembed.load_text_model."
+
+
 def read_input_geometry(session: Any, layout_hint: str | None) -> InputGeometry:
     inputs = session.get_inputs()
+    text_tower = any(i.name == "input_ids" for i in inputs)
     if len(inputs) != 1:
         raise InvalidModel(
             f"model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
-            "an image embedding model takes exactly one image tensor"
-        )
+            "an image embedding model takes exactly one image tensor", hint=TEXT_TOWER_HINT if text_tower else None)
     (inp,) = inputs
     if inp.type not in _DTYPES:
-        raise InvalidModel(f"model input {inp.name!r} has type {inp.type}; expected a float or uint8 tensor")
+        raise InvalidModel(f"model input {inp.name!r} has type {inp.type}; expected a float or uint8 tensor",
+                           hint=TEXT_TOWER_HINT if text_tower else None)
     shape = list(inp.shape)
     if len(shape) != 4:
         raise InvalidModel(

@@ -119,6 +119,10 @@ class Server:
         return self.serving.embed_batch(self.store, model, images, self.settings())
 
     @sql_function
+    def text_embedding(self, model: str, query: str) -> str:
+        return self.serving.embed_query_text(self.store, model, query, self.settings())
+
+    @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
                  batch_size: int | None, on_error: str | None, switch_model: bool | None) -> None:
         """Model and on_error default to those of the column's trigger (model: else lineage's)."""
@@ -155,6 +159,15 @@ class Server:
         return row
 
     @sql_function
+    def load_text_model(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config: str | None,
+                        replace: bool | None) -> list:
+        self._require_execute("imgembed.load_text_model(text,bytea,bytea,jsonb,boolean)")
+        settings = self.settings()
+        row = self.store.load_text(name, onnx, tokenizer, config, replace, settings)
+        self._prune_model_files(settings)  # a replaced tower's file
+        return row
+
+    @sql_function
     def set_default_model(self, name: str) -> None:
         self._require_execute("imgembed.set_default_model(text)")
         self.store.set_default(name)
@@ -166,7 +179,8 @@ class Server:
         self._prune_model_files(self.settings())
 
     def _prune_model_files(self, settings: Settings) -> None:
-        self.serving.prune_files(settings, [r["sha256"] for r in self.db.rows("SELECT sha256 FROM imgembed.model_store")])
+        kept = self.db.rows("SELECT sha256 FROM imgembed.model_store UNION ALL SELECT sha256 FROM imgembed.text_model_store")
+        self.serving.prune_files(settings, [r["sha256"] for r in kept])
 
     # ------------------------------------------------------------ triggers
 
@@ -209,4 +223,5 @@ class Server:
             "sessions_run_on": sorted({model.provider for model in self.serving.cache.models()}),
             "decode_buffer_blocks": PIL.Image.core.get_blocks_max(),
             "images_embedded": self.serving.images_embedded,
+            "texts_embedded": self.serving.texts_embedded,
         })

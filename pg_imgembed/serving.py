@@ -20,9 +20,11 @@ from .embedding_model import EmbeddingModel
 from .errors import ImageError
 from .model_config import parse_config
 from .model_file_cache import ModelFileCache, UnsafeDirectory
-from .model_store import ModelStore, StoredModel
-from .session_cache import ModelKey, SessionCache
+from .model_store import ModelStore, StoredModel, StoredTextModel
+from .session_cache import M, ModelKey, SessionCache
 from .settings import Settings
+from .text_config import parse_text_config
+from .text_model import TextModel
 from .vector_text import vector_to_text
 
 
@@ -32,14 +34,16 @@ class Serving:
         file cache, as on a worker's host). ``warn(message, hint)`` reports an unsafe cache."""
         self.data_directory = data_directory
         self.warn = warn
-        self.cache = SessionCache()
+        self.cache: SessionCache[EmbeddingModel] = SessionCache()
+        self.text_cache: SessionCache[TextModel] = SessionCache()
         self._lock = threading.Lock()  # the worker's threads share one cache
         self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
         self._warned: set[str] = set()
-        # The last (model, image) -> vector text: `ORDER BY e <=> img_embedding(q)` without an
-        # index evaluates the STABLE call once per row, always with the same query image.
-        self._last: tuple[tuple[ModelKey, Settings], bytes, str] | None = None
+        # The last (model, image or text) -> vector text: `ORDER BY e <=> img_embedding(q)` without
+        # an index evaluates the STABLE call once per row, always with the same query.
+        self._last: tuple[tuple[ModelKey, Settings], bytes | str, str] | None = None
         self.images_embedded = 0
+        self.texts_embedded = 0
 
     # ------------------------------------------------------------ sessions
 
@@ -55,16 +59,37 @@ class Serving:
 
     def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> EmbeddingModel:
         config = parse_config(json.loads(stored.config))
-        fetch = functools.cache(lambda: store.onnx_bytes(stored.sha256))  # at most one read of the bytes
+        return self._from_file_cache(stored.sha256, stored.bytes, lambda: store.onnx_bytes(stored.sha256), settings,
+                                     lambda source: EmbeddingModel(source, config, threads=threads, provider=provider))
+
+    def text_model(self, store: ModelStore, stored: StoredTextModel, settings: Settings) -> TextModel:
+        """The ready text tower of a model family (its own cache: names are shared with image towers)."""
+        key = ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads, settings.execution_provider)
+
+        def load() -> TextModel:
+            tokenizer = store.text_bytes(stored.sha256, "tokenizer")
+            config = parse_text_config(json.loads(stored.config))
+            return self._from_file_cache(
+                stored.sha256, stored.bytes, lambda: store.text_bytes(stored.sha256, "onnx"), settings,
+                lambda source: TextModel(source, tokenizer, config, threads=settings.threads, provider=settings.execution_provider))
+
+        with self._lock:
+            return self.text_cache.get(stored.name, key, load, settings.max_cached_models)
+
+    def _from_file_cache(self, sha256: str, size: int, read: Callable[[], bytes], settings: Settings,
+                         make: Callable[[bytes | Path], M]) -> M:
+        """A session from the server's verified file of the ONNX (written from the table the first
+        time), or from the bytes where there is no usable cache."""
+        fetch = functools.cache(read)  # at most one read of the bytes
         files = self.file_cache(settings)
         if files is not None:
             try:
-                with files.open_verified(stored.sha256, stored.bytes, fetch) as path:
+                with files.open_verified(sha256, size, fetch) as path:
                     if path is not None:
-                        return EmbeddingModel(path, config, threads=threads, provider=provider)
+                        return make(path)
             except UnsafeDirectory as exc:
                 self._warn_unsafe(files, exc)
-        return EmbeddingModel(fetch(), config, threads=threads, provider=provider)
+        return make(fetch())
 
     def file_cache(self, settings: Settings) -> ModelFileCache | None:
         if settings.model_cache == "off" or self.data_directory is None:
@@ -113,6 +138,18 @@ class Serving:
         self._last = (memo, image, text)
         self.images_embedded += 1
         return text
+
+    def embed_query_text(self, store: ModelStore, name: str, text: str, settings: Settings) -> str:
+        """A text's vector (the family's text tower) as pgvector text."""
+        stored = store.lookup_text(name)
+        model = self.text_model(store, stored, settings)
+        memo = (ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, model.threads, settings.execution_provider), settings)
+        if self._last is not None and self._last[0] == memo and self._last[1] == text:
+            return self._last[2]
+        vector_text = vector_to_text(model.embed([text])[0])
+        self._last = (memo, text, vector_text)
+        self.texts_embedded += 1
+        return vector_text
 
     def embed_batch(self, store: ModelStore, name: str | None, images: list[bytes | None], settings: Settings) -> list[str | None]:
         stored = store.lookup(name)

@@ -1,4 +1,5 @@
-"""Per-backend cache of ready ``EmbeddingModel``s (ONNX sessions), least recently used out first.
+"""Per-backend cache of ready models (ONNX sessions: image towers, and text towers in a cache of their
+own), least recently used out first.
 
 Keyed by model identity: the sha256 of the ONNX bytes plus the stored config text, thread count
 and execution provider. Every call looks the name up in the model table first, so a model
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
-from .embedding_model import EmbeddingModel
+M = TypeVar("M")  # an EmbeddingModel (image towers) or a TextModel
 
 
 class ModelKey(NamedTuple):
@@ -22,12 +23,12 @@ class ModelKey(NamedTuple):
     provider: str  # imgembed.execution_provider as set, so changing it takes effect at the next call
 
 
-class SessionCache:
+class SessionCache(Generic[M]):
     def __init__(self) -> None:
-        self._models: OrderedDict[ModelKey, EmbeddingModel] = OrderedDict()
+        self._models: OrderedDict[ModelKey, M] = OrderedDict()
         self._by_name: dict[str, ModelKey] = {}
 
-    def get(self, name: str, key: ModelKey, load: Callable[[], EmbeddingModel], capacity: int) -> EmbeddingModel:
+    def get(self, name: str, key: ModelKey, load: Callable[[], M], capacity: int) -> M:
         previous = self._by_name.get(name)
         self._by_name[name] = key
         if previous is not None and previous != key and previous not in self._by_name.values():
@@ -44,5 +45,5 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._models)
 
-    def models(self) -> list[EmbeddingModel]:
+    def models(self) -> list[M]:
         return list(self._models.values())

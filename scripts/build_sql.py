@@ -33,7 +33,7 @@ from pg_imgembed.templates import TEMPLATES
 
 SQL = ROOT / "sql"
 # Order matters only where one feature's objects use another's: the models view comes first.
-IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "triggers.sql", "lineage.sql", "queue.sql"]
+IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "text.sql", "triggers.sql", "lineage.sql", "queue.sql"]
 HEADER = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
 
 PREAMBLE = '''\
@@ -119,13 +119,13 @@ def data_views() -> str:
     templates = ",\n  ".join(
         f"({literal(t.name)}, {literal(t.description)}, {literal(json.dumps(t.config))}::jsonb)" for t in TEMPLATES.values())
     catalog = ",\n  ".join(
-        "(" + ", ".join(literal(v) for v in (m.model_id, m.template, m.dimensions, m.license, m.onnx_file, m.output, m.notes)) + ")"
+        "(" + ", ".join(literal(v) for v in (m.model_id, m.template, m.dimensions, m.license, m.onnx_file, m.output, m.notes, m.modality)) + ")"
         for m in CATALOG)
     return (f"CREATE OR REPLACE VIEW imgembed.templates AS SELECT * FROM (VALUES\n  {templates}\n) t(name, description, config);\n"
             "COMMENT ON VIEW imgembed.templates IS 'Preprocessing templates: load_model(..., config => ''{\"template\": \"clip\"}'')';\n"
             "GRANT SELECT ON imgembed.templates TO PUBLIC;\n"
             f"CREATE OR REPLACE VIEW imgembed.catalog AS SELECT * FROM (VALUES\n  {catalog}\n) "
-            "c(model_id, template, dimensions, license, onnx_file, output, notes);\n"
+            "c(model_id, template, dimensions, license, onnx_file, output, notes, modality);\n"
             "COMMENT ON VIEW imgembed.catalog IS 'Known models: pg-imgembed models load NAME --catalog MODEL_ID';\n"
             "GRANT SELECT ON imgembed.catalog TO PUBLIC;\n")
 

@@ -15,6 +15,9 @@ EXPECTED = {
     "img_embedding(bytea)": ("s", True),
     "img_embedding(bytea,text)": ("s", True),
     "vector_embedding(text,bytea)": ("s", True),
+    "vector_embedding(text,text)": ("s", True),
+    "text_embedding(text,text)": ("s", True),
+    "imgembed.load_text_model(text,bytea,bytea,jsonb,boolean)": ("v", False),
     "imgembed.embed_batch(text,bytea[])": ("s", False),
     "imgembed.backfill(regclass,name,name,text,integer,text,boolean)": ("v", False),
     "imgembed.load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
@@ -40,6 +43,8 @@ EXPECTED = {
     "imgembed._embed_for_writing(bytea,text)": ("v", True),
     "imgembed._embed_batch(text,bytea[])": ("s", False),
     "imgembed._load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed._text_embedding(text,text)": ("s", True),
+    "imgembed._load_text_model(text,bytea,bytea,jsonb,boolean)": ("v", False),
     "imgembed._set_default_model(text)": ("v", True),
     "imgembed._drop_model(text)": ("v", True),
     "imgembed._create_embedding_trigger(regclass,name,name,text,text,text)": ("v", False),
@@ -79,8 +84,8 @@ def test_only_lock_model_is_security_definer(functions):
 def test_public_names_live_in_public_internals_in_imgembed(conn):
     rows = dict(conn.execute("""
         SELECT p.proname::text, n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE p.proname IN ('img_embedding', 'vector_embedding', 'load_model', 'embedding_trigger')""").fetchall())
-    assert rows == {"img_embedding": "public", "vector_embedding": "public",
+         WHERE p.proname IN ('img_embedding', 'vector_embedding', 'text_embedding', 'load_model', 'embedding_trigger')""").fetchall())
+    assert rows == {"img_embedding": "public", "vector_embedding": "public", "text_embedding": "public",
                     "load_model": "imgembed", "embedding_trigger": "imgembed"}
 
 

@@ -179,7 +179,7 @@ def test_model_table_is_dumped_with_the_database(conn):
         "WHERE extname = 'pg_imgembed'"
     ).fetchone()
     assert config == ["imgembed.errors", "imgembed.errors_id_seq", "imgembed.lineage", "imgembed.model_generation",
-                      "imgembed.model_store", "imgembed.model_usage"]
+                      "imgembed.model_store", "imgembed.model_usage", "imgembed.text_model_store"]
 
 
 def test_ordinary_users_embed_but_cannot_manage_models(conn, dsn):

@@ -8,7 +8,7 @@ from tests.helpers import load_tiny, sql_error
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 MODULES = {"numpy": "numpy", "PIL": "PIL", "onnxruntime": "onnxruntime", "onnx": "onnx",
-           "google.protobuf": "google/protobuf"}
+           "google.protobuf": "google/protobuf", "tokenizers": "tokenizers"}
 
 
 def test_every_runtime_package_comes_from_the_runtime(conn):

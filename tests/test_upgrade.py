@@ -1,8 +1,8 @@
-"""ALTER EXTENSION pg_imgembed UPDATE from 0.1.0 as released: nothing lost, everything works, and
-the result is the same extension as a fresh install.
+"""ALTER EXTENSION pg_imgembed UPDATE from every released version (0.1.0, 0.2.0) as released:
+nothing lost, everything works, and the result is the same extension as a fresh install.
 
-0.1.0 runs here as released: its frozen install script (sql/released/) and its Python package from
-the release commit, in a runtime of its own beside the installed one.
+Each release runs here as released: its frozen install script (sql/released/) and its Python
+package from the release commit, in a runtime of its own beside the installed one.
 """
 
 import io
@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pg_imgembed import __version__
 from pg_imgembed.client.devcluster import pg_bindir
 from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE_0_1_0 = "0dafd3d"
+RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7"}  # version -> its release commit
 RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(4)]
 
@@ -58,16 +59,17 @@ def snapshot(dsn: str) -> dict[str, list]:
         return {name: sorted(conn.execute(query).fetchall(), key=repr) for name, query in CATALOG.items()}
 
 
-@pytest.fixture
-def runtime_0_1_0(local_server, tmp_path_factory):
-    """A runtime with 0.1.0's package and the installed runtime's dependencies."""
+@pytest.fixture(params=sorted(f.stem.removeprefix("pg_imgembed--") for f in (ROOT / "sql" / "released").glob("*.sql")))
+def released(request, local_server) -> tuple[str, Path]:
+    """A released version and a runtime with its package and the installed runtime's dependencies."""
+    version = request.param
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", RELEASE_0_1_0, "pg_imgembed"],
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", RELEASES[version], "pg_imgembed"],
                                  capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"needs git and the release commit {RELEASE_0_1_0}")
+        pytest.skip(f"needs git and the release commit {RELEASES[version]}")
     installed = next((RUNTIME_DIR / "venv" / "lib").glob("python3.*/site-packages"))
-    root = Path(f"/tmp/imgembed-runtime-0.1.0-{uuid.uuid4().hex[:8]}")
+    root = Path(f"/tmp/imgembed-runtime-{version}-{uuid.uuid4().hex[:8]}")
     site = root / "venv" / "lib" / installed.parent.name / "site-packages"
     site.mkdir(parents=True)
     for entry in installed.iterdir():
@@ -80,7 +82,7 @@ def runtime_0_1_0(local_server, tmp_path_factory):
     for path in [root, *root.rglob("*")]:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
+    yield version, root
     shutil.rmtree(root)
 
 
@@ -96,10 +98,11 @@ def databases(server_dsn):
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def use_0_1_0(dsn: str, runtime: Path) -> None:
-    """What a 0.1.0 user had: a model, sync and async triggers, embedded rows, queued jobs, an error."""
+def use_release(dsn: str, released: tuple[str, Path]) -> None:
+    """What a user of a release had: a model, sync and async triggers, embedded rows, queued jobs, an error."""
+    version, runtime = released
     with psycopg.connect(dsn, autocommit=True, options=f"-c imgembed.runtime_dir={runtime}") as conn:
-        conn.execute("CREATE EXTENSION pg_imgembed VERSION '0.1.0' CASCADE")
+        conn.execute(sql.SQL("CREATE EXTENSION pg_imgembed VERSION {} CASCADE").format(sql.Literal(version)))
         conn.execute("SELECT * FROM imgembed.load_model('tiny', %s, %s::jsonb)",
                      (onnx_models.conv_net(), psycopg.types.json.Jsonb(TINY_CONFIG)))
         conn.execute("SELECT imgembed.set_default_model('tiny')")
@@ -109,12 +112,12 @@ def use_0_1_0(dsn: str, runtime: Path) -> None:
         conn.execute("CREATE TABLE later (id int PRIMARY KEY, photo bytea, embedding vector(4))")
         conn.execute("SELECT imgembed.create_embedding_trigger('later', 'photo', 'embedding', mode => 'async')")
         conn.execute("INSERT INTO later VALUES (1, %s), (2, %s)", (PHOTOS[2], PHOTOS[3]))
-        assert conn.execute("SELECT imgembed.version()").fetchone() == ("0.1.0",)
+        assert conn.execute("SELECT imgembed.version()").fetchone() == (version,)
 
 
-def test_0_1_0_updates_without_losing_anything(runtime_0_1_0, databases):
+def test_a_release_updates_without_losing_anything(released, databases):
     dsn = databases["upgraded"]
-    use_0_1_0(dsn, runtime_0_1_0)
+    use_release(dsn, released)
     with psycopg.connect(dsn, autocommit=True) as conn:
         before = {
             "models": conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall(),
@@ -123,17 +126,17 @@ def test_0_1_0_updates_without_losing_anything(runtime_0_1_0, databases):
             "errors": conn.execute("SELECT table_name, row_key, sqlstate FROM imgembed.errors").fetchall(),
         }
         assert len(before["vectors"]) == 3 and len(before["jobs"]) == 2 and len(before["errors"]) == 1
-        err = conn.execute  # 0.1.0's SQL with 0.2.0's runtime: the error names the fix
+        err = conn.execute  # the release's SQL with this runtime: the error names the fix
         with pytest.raises(psycopg.Error) as mismatch:
             err("SELECT img_embedding(%s)", (PHOTOS[0],))
         assert mismatch.value.diag.message_primary.endswith(
-            "pg_imgembed SQL version 0.1.0 does not match its Python package version 0.2.0")
+            f"pg_imgembed SQL version {released[0]} does not match its Python package version {__version__}")
         assert "run `make install`, then ALTER EXTENSION pg_imgembed UPDATE" in mismatch.value.diag.message_hint
 
         conn.execute("ALTER EXTENSION pg_imgembed UPDATE")
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT imgembed.version(), extversion FROM pg_extension WHERE extname = 'pg_imgembed'"
-                            ).fetchone() == ("0.2.0", "0.2.0")
+                            ).fetchone() == (__version__, __version__)
         assert conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall() == before["models"]
         assert conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall() == before["vectors"]
         assert conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall() == before["jobs"]
@@ -157,8 +160,8 @@ def test_0_1_0_updates_without_losing_anything(runtime_0_1_0, databases):
         assert conn.execute("SELECT embedding::text FROM items WHERE id = 2").fetchone() == (before["vectors"][1][1],)
 
 
-def test_an_updated_database_is_a_fresh_install_and_dumps(runtime_0_1_0, databases, tmp_path):
-    use_0_1_0(databases["upgraded"], runtime_0_1_0)
+def test_an_updated_database_is_a_fresh_install_and_dumps(released, databases, tmp_path):
+    use_release(databases["upgraded"], released)
     with psycopg.connect(databases["upgraded"], autocommit=True) as conn:
         conn.execute("ALTER EXTENSION pg_imgembed UPDATE")
     with psycopg.connect(databases["fresh"], autocommit=True) as conn:

@@ -6,7 +6,8 @@ the server's runtime; it talks to the database with psycopg.
     from pg_imgembed.client import embed, search, load_model
 """
 
-from .embeddings import embed, embed_batch, image_bytes, search
-from .models import LoadedModel, export_model, load_model, model_dimensions
+from .embeddings import embed, embed_batch, embed_text, image_bytes, search, search_text
+from .models import LoadedModel, export_model, export_text_model, load_model, load_text_model, model_dimensions
 
-__all__ = ["LoadedModel", "embed", "embed_batch", "export_model", "image_bytes", "load_model", "model_dimensions", "search"]
+__all__ = ["LoadedModel", "embed", "embed_batch", "embed_text", "export_model", "export_text_model", "image_bytes", "load_model",
+           "load_text_model", "model_dimensions", "search", "search_text"]

@@ -31,6 +31,7 @@ from .. import known_models as catalog
 from ..errors import ImgEmbedError
 from ..settings import EXECUTION_PROVIDERS
 from ..templates import TEMPLATES
+from .model_dir import TextTower
 
 # Server hints name SQL arguments; here they are options.
 SQL_TO_CLI = {"replace => true": "--replace", "switch_model => true": "--switch-model"}
@@ -91,27 +92,38 @@ def read_config(value: str | None) -> dict[str, Any] | None:
     return config
 
 
-def model_source(args: argparse.Namespace) -> tuple[bytes, Any]:
-    """The ONNX bytes and config named by --from-dir / --catalog / a file, with --config/--template."""
-    from .model_dir import download, read_model_dir
+def model_source(args: argparse.Namespace) -> tuple[bytes | None, Any, TextTower | None]:
+    """What --from-dir / --catalog / a file names: an image tower (ONNX bytes and config, with
+    --config/--template), a text tower (a directory with tokenizer.json), or both (a whole CLIP directory)."""
+    from .model_dir import download, holds_image_tower, read_model_dir, read_text_dir
     from .models import read_model_source
 
     config = read_config(args.config)
     if getattr(args, "catalog", None):
         entry = catalog.find(args.catalog)
-        onnx, found = read_model_dir(download(args.catalog), onnx_file=entry.onnx_file if entry else None,
+        directory = download(args.catalog)
+        if entry is not None and entry.modality == "text":
+            return None, None, read_text_dir(directory, onnx_file=entry.onnx_file)
+        onnx, found = read_model_dir(directory, onnx_file=entry.onnx_file if entry else None,
                                      output=entry.output if entry else None, template=args.template)
-        return onnx, config if config is not None else found
+        return onnx, config if config is not None else found, None
     given = [name for name, value in (("an ONNX file", args.onnx), ("--from-dir", args.from_dir)) if value]
     if len(given) != 1:
         raise UsageError("name the model: an ONNX file, --from-dir DIR" + (" or --catalog MODEL_ID" if hasattr(args, "catalog") else "")
                          if not given else "give an ONNX file or --from-dir, not both")
-    source = args.onnx or args.from_dir
-    if args.from_dir and not Path(args.from_dir).is_dir():
-        raise UsageError(f"--from-dir {args.from_dir}: {'not a directory' if Path(args.from_dir).exists() else 'no such directory'}")
-    if args.onnx and not Path(args.onnx).is_file():
+    if args.from_dir:
+        directory = Path(args.from_dir)
+        if not directory.is_dir():
+            raise UsageError(f"--from-dir {args.from_dir}: {'not a directory' if directory.exists() else 'no such directory'}")
+        text = read_text_dir(directory)
+        if not holds_image_tower(directory):
+            return None, None, text
+        onnx, image_config = read_model_source(directory, config=config, template=args.template)
+        return onnx, image_config, text
+    if not Path(args.onnx).is_file():
         raise UsageError(f"{args.onnx}: {'not a file' if Path(args.onnx).exists() else 'no such file'}")
-    return read_model_source(source, config=config, template=args.template)
+    onnx, image_config = read_model_source(args.onnx, config=config, template=args.template)
+    return onnx, image_config, None
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -121,7 +133,9 @@ def cmd_build(args: argparse.Namespace) -> None:
     from ..pipeline import prepare_pipeline
     from ..templates import expand_template
 
-    onnx, config = model_source(args)
+    onnx, config, _ = model_source(args)
+    if onnx is None:
+        raise UsageError("this directory holds a text tower; models build makes image pipeline models")
     # The same build and check as load_model: the pipeline must agree with the plain model.
     pipeline, _, _ = prepare_pipeline(onnx, parse_config(expand_template(config)) if config is not None else None, threads=1)
     Path(args.output).write_bytes(pipeline)
@@ -129,23 +143,39 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def cmd_load(args: argparse.Namespace) -> None:
-    from .models import load_model
+    from .models import load_model, load_text_model
 
-    onnx, config = model_source(args)
-    progress = Progress(f"upload {args.name}")
+    onnx, config, text = model_source(args)
+    loaded = []
     with connect(args) as conn:
-        loaded = load_model(conn, args.name, onnx, config=config, replace=args.replace, default=args.default,
-                            progress=progress.bytes)
-    progress.line(f"upload {args.name}: {len(onnx) / 1e6:.1f} MB")
-    print(f"loaded {loaded.name}: {loaded.dimensions} dimensions, input {loaded.input}, sha256 {loaded.sha256}"
-          + (" (default)" if args.default else ""))
+        for tower, data in (("image", onnx), ("text", text.onnx if text else None)):
+            if data is None:
+                continue
+            progress = Progress(f"upload {args.name} ({tower})")
+            if tower == "image":
+                loaded.append(load_model(conn, args.name, data, config=config, replace=args.replace, default=args.default,
+                                         progress=progress.bytes))
+            else:
+                assert text is not None
+                loaded.append(load_text_model(conn, args.name, text.onnx, tokenizer=text.tokenizer, config=text.config,
+                                              replace=args.replace, progress=progress.bytes))
+            progress.line(f"upload {args.name} ({tower}): {len(data) / 1e6:.1f} MB")
+    for model in loaded:
+        print(f"loaded {model.name}" + (" (text tower)" if model.modality == "text" else "")
+              + f": {model.dimensions} dimensions, input {model.input}, sha256 {model.sha256}"
+              + (" (default)" if args.default and model.modality == "image" else ""))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .models import export_model
+    from .models import export_model, export_text_model
 
     progress = Progress(f"export {args.name}")
     with connect(args) as conn:
+        if args.text:
+            directory = export_text_model(conn, args.name, args.file, progress=progress.bytes)
+            progress.line(f"export {args.name} (text tower): {directory}")
+            print(f"{directory}: model.onnx, tokenizer.json, tokenizer_config.json, pg_imgembed_text.json")
+            return
         size, sha = export_model(conn, args.name, args.file, progress=progress.bytes)
     progress.line(f"export {args.name}: {size / 1e6:.1f} MB")
     print(f"{args.file}: {size} bytes, sha256 {sha}")
@@ -153,8 +183,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     with connect(args) as conn:
-        rows = conn.execute("SELECT name, dimensions, input, bytes, left(sha256, 12), is_default FROM imgembed.models ORDER BY name").fetchall()
-    table(("name", "dims", "input", "bytes", "sha256", "default"), [tuple("*" if v is True else "" if v is False else v for v in r) for r in rows],
+        rows = conn.execute("SELECT name, modality, dimensions, input, bytes, left(sha256, 12), is_default FROM imgembed.models "
+                            "ORDER BY name, modality").fetchall()
+    table(("name", "tower", "dims", "input", "bytes", "sha256", "default"),
+          [tuple("*" if v is True else "" if v is False else v for v in r) for r in rows],
           empty="no models loaded (pg-imgembed models load NAME MODEL.onnx)")
 
 
@@ -165,8 +197,8 @@ def cmd_drop(args: argparse.Namespace) -> None:
 
 
 def cmd_catalog(args: argparse.Namespace) -> None:
-    table(("model_id", "template", "dims", "license", "onnx", "notes"),
-          [(m.model_id, m.template, m.dimensions, m.license, m.onnx_file or "-", m.notes) for m in catalog.CATALOG])
+    table(("model_id", "tower", "template", "dims", "license", "onnx", "notes"),
+          [(m.model_id, m.modality, m.template or "-", m.dimensions, m.license, m.onnx_file or "-", m.notes) for m in catalog.CATALOG])
 
 
 def cmd_templates(args: argparse.Namespace) -> None:
@@ -276,7 +308,8 @@ def parser() -> argparse.ArgumentParser:
     def sourced(p: argparse.ArgumentParser, with_catalog: bool) -> None:
         p.add_argument("onnx", nargs="?", metavar="MODEL.onnx", help="a plain or pipeline ONNX file")
         p.add_argument("--from-dir", metavar="DIR",
-                       help="a model directory laid out as on Hugging Face (model.onnx or onnx/model.onnx, preprocessor_config.json)")
+                       help="a model directory laid out as on Hugging Face or by fastembed: an image tower (model.onnx, "
+                            "preprocessor_config.json), a text tower (model.onnx, tokenizer.json) or both")
         if with_catalog:
             p.add_argument("--catalog", metavar="MODEL_ID", help="a catalog model (pg-imgembed models catalog), downloaded from the hub")
         p.add_argument("--config", metavar="JSON", help="the preprocessing config as JSON, or @FILE to read it from a file")
@@ -290,9 +323,11 @@ def parser() -> argparse.ArgumentParser:
     sourced(load, with_catalog=True)
     load.add_argument("--replace", action="store_true", help="replace a model of the same name")
     load.add_argument("--default", action="store_true", help="make it the default model")
-    export = command(models, "export", "write a stored pipeline model to a file", cmd_export)
+    export = command(models, "export", "write a stored pipeline model to a file (--text: its text tower to a directory)", cmd_export)
     export.add_argument("name", metavar="NAME", help="the model's name in the database")
-    export.add_argument("file", metavar="FILE", help="the ONNX file to write")
+    export.add_argument("file", metavar="PATH", help="the ONNX file to write (--text: the directory)")
+    export.add_argument("--text", action="store_true",
+                        help="export the text tower as fastembed lays it out (model.onnx, tokenizer.json, tokenizer_config.json)")
     drop = command(models, "drop", "remove a model from the database", cmd_drop)
     drop.add_argument("name", metavar="NAME", help="the model's name in the database")
     command(models, "list", "list the models in the database", cmd_list)

@@ -96,6 +96,15 @@ def embed_batch(conn: psycopg.Connection[Any], images: Sequence[bytes | str | os
     return list(row["v"])
 
 
+def embed_text(conn: psycopg.Connection[Any], text: str, model: str) -> np.ndarray:
+    """The embedding of a text with a model's text tower (``text_embedding``): the space of its images."""
+    with vector_cursor(conn) as cur:
+        cur.execute("SELECT text_embedding(%s, %s) AS v", (model, text), binary=True)
+        row = cur.fetchone()
+    assert row is not None
+    return row["v"]
+
+
 def search(conn: psycopg.Connection[Any], table: str, vector_column: str,
            query_image: bytes | bytearray | memoryview | str | os.PathLike[str] | Image, k: int = 10, *,
            model: str | None = None, columns: Sequence[str] | None = None, metric: Metric = "cosine") -> list[dict[str, Any]]:
@@ -104,6 +113,17 @@ def search(conn: psycopg.Connection[Any], table: str, vector_column: str,
     model that made the column (its embedding trigger's, else the one lineage records, else the
     default model). The query vector is computed once, and the ``ORDER BY column <=> vector LIMIT k``
     shape lets an HNSW or IVFFlat index on the column answer."""
+    return nearest(conn, table, vector_column, "img_embedding", image_bytes(query_image), k, model, columns, metric)
+
+
+def search_text(conn: psycopg.Connection[Any], table: str, vector_column: str, text: str, k: int = 10, *,
+                model: str | None = None, columns: Sequence[str] | None = None, metric: Metric = "cosine") -> list[dict[str, Any]]:
+    """As ``search``, with a text (``text_embedding`` of the model that made the column's vectors)."""
+    return nearest(conn, table, vector_column, "text_embedding", text, k, model, columns, metric)
+
+
+def nearest(conn: psycopg.Connection[Any], table: str, vector_column: str, function: str, query: bytes | str, k: int,
+            model: str | None, columns: Sequence[str] | None, metric: str) -> list[dict[str, Any]]:
     if metric not in DISTANCE_OPERATORS:
         raise InvalidConfig(f"unknown metric {metric!r}: use {', '.join(DISTANCE_OPERATORS)}")
     with vector_cursor(conn) as cur:
@@ -112,17 +132,20 @@ def search(conn: psycopg.Connection[Any], table: str, vector_column: str,
         if model is None:
             cur.execute(COLUMN_MODEL, {"table": table, "column": vector_column})
             model = cur.fetchone()["model"]  # type: ignore[index]
+        if model is None and function == "text_embedding":
+            raise InvalidConfig(f"no model made column {vector_column} of {qualified}: name the model whose text tower to use")
         if columns is None:
             cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
                         "AND NOT attisdropped AND attname <> %s ORDER BY attnum", (table, vector_column))
             columns = [r["attname"] for r in cur.fetchall()]
+        call = (model_call(function, sql.Placeholder("query"), model) if function == "img_embedding"
+                else sql.SQL("text_embedding({}, {})").format(sql.Literal(model), sql.Placeholder("query")))
         # The CTE is computed once; ORDER BY the distance of the vector column to it is what an index answers.
-        query = sql.SQL("WITH q AS MATERIALIZED (SELECT {call} AS v) "
-                        "SELECT {columns}{sep}{vec} {op} (SELECT v FROM q) AS distance FROM {table} "
-                        "ORDER BY distance LIMIT {k}").format(
+        statement = sql.SQL("WITH q AS MATERIALIZED (SELECT {call} AS v) "
+                            "SELECT {columns}{sep}{vec} {op} (SELECT v FROM q) AS distance FROM {table} "
+                            "ORDER BY distance LIMIT {k}").format(
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)), sep=sql.SQL(", " if columns else ""),
-            vec=sql.Identifier(vector_column), op=sql.SQL(DISTANCE_OPERATORS[metric]),
-            call=model_call("img_embedding", sql.Placeholder("image"), model), table=sql.SQL(qualified),
-            k=sql.Literal(int(k)))
-        cur.execute(query, {"image": image_bytes(query_image)}, binary=True)
+            vec=sql.Identifier(vector_column), op=sql.SQL(DISTANCE_OPERATORS[metric]), call=call,
+            table=sql.SQL(qualified), k=sql.Literal(int(k)))
+        cur.execute(statement, {"query": query}, binary=True)
         return cur.fetchall()

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ..errors import InvalidConfig, UnknownModel
-from .model_dir import read_model_dir
+from .model_dir import TextTower, read_model_dir, read_text_dir
 
 CHUNK = 4 << 20  # 4 MiB per round trip
 
@@ -26,7 +26,7 @@ CHUNK = 4 << 20  # 4 MiB per round trip
 ProgressCallback = Callable[[int, int], None]
 
 DIMENSIONS = """SELECT name, dimensions FROM imgembed.models
-                 WHERE name = coalesce(%(model)s, (SELECT name FROM imgembed.models WHERE is_default))"""
+                 WHERE modality = 'image' AND name = coalesce(%(model)s, (SELECT name FROM imgembed.models WHERE is_default))"""
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LoadedModel:
     dimensions: int
     input: str
     sha256: str
+    modality: str = "image"
 
 
 ConfigArgument = Mapping[str, Any] | os.PathLike[str] | None
@@ -68,22 +69,29 @@ def read_model_source(source: str | os.PathLike[str] | bytes, *, config: ConfigA
     return path.read_bytes(), config if config is not None else ({"template": template} if template else None)
 
 
+def upload(cur: psycopg.Cursor[Any], data: bytes, progress: ProgressCallback | None) -> None:
+    """Send bytes in chunks (a few MB per round trip, not one huge parameter) to a temporary table:
+    one session's chunks are invisible to others and vanish with it. ``UPLOADED`` reads them back."""
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS pg_imgembed_upload (n int, chunk bytea)")
+    cur.execute("TRUNCATE pg_imgembed_upload")
+    for n, start in enumerate(range(0, len(data), CHUNK)):
+        cur.execute("INSERT INTO pg_imgembed_upload VALUES (%s, %s)", (n, data[start:start + CHUNK]))
+        if progress is not None:
+            progress(min(start + CHUNK, len(data)), len(data))
+
+
+UPLOADED = "(SELECT string_agg(chunk, ''::bytea ORDER BY n) FROM pg_imgembed_upload)"
+
+
 def load_model(conn: psycopg.Connection[Any], name: str, source: str | os.PathLike[str] | bytes, *,
                config: ConfigArgument = None, template: str | None = None, replace: bool = False,
                default: bool = False, progress: ProgressCallback | None = None) -> LoadedModel:
-    """Upload a model in chunks (a few MB per round trip, not one huge parameter) and load it with
-    ``imgembed.load_model``; ``default`` also makes it the default model."""
+    """Load an image tower (an ONNX file, a model directory or bytes) with ``imgembed.load_model``;
+    ``default`` also makes it the default model."""
     onnx, resolved = read_model_source(source, config=config, template=template)
     with conn.transaction(), conn.cursor() as cur:
-        # A temporary table: one session's chunks are invisible to others and vanish with it.
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS pg_imgembed_upload (n int, chunk bytea)")
-        cur.execute("TRUNCATE pg_imgembed_upload")
-        for n, start in enumerate(range(0, len(onnx), CHUNK)):
-            cur.execute("INSERT INTO pg_imgembed_upload VALUES (%s, %s)", (n, onnx[start:start + CHUNK]))
-            if progress is not None:
-                progress(min(start + CHUNK, len(onnx)), len(onnx))
-        cur.execute("SELECT name, dimensions, input, sha256 FROM imgembed.load_model(%s, "
-                    "(SELECT string_agg(chunk, ''::bytea ORDER BY n) FROM pg_imgembed_upload), %s::jsonb, %s)",
+        upload(cur, onnx, progress)
+        cur.execute(f"SELECT name, dimensions, input, sha256 FROM imgembed.load_model(%s, {UPLOADED}, %s::jsonb, %s)",
                     (name, json.dumps(resolved) if resolved is not None else None, replace))
         row = cur.fetchone()
         assert row is not None
@@ -93,29 +101,104 @@ def load_model(conn: psycopg.Connection[Any], name: str, source: str | os.PathLi
     return LoadedModel(*row)
 
 
+def read_text_source(source: str | os.PathLike[str] | bytes, tokenizer: str | os.PathLike[str] | bytes | None,
+                     config: ConfigArgument) -> TextTower:
+    if isinstance(config, os.PathLike):
+        config = read_config_file(config)
+    if tokenizer is None:
+        found = read_text_dir(Path(source)) if not isinstance(source, bytes) and Path(source).is_dir() else None
+        if found is None:
+            raise InvalidConfig(f"{source if not isinstance(source, bytes) else 'the ONNX bytes'}: no text tower "
+                                "(a directory with tokenizer.json and model.onnx or text_model.onnx)",
+                                hint="Or give the ONNX file and the tokenizer.json separately.")
+        return TextTower(found.onnx, found.tokenizer, dict(config) if config is not None else found.config)
+    onnx = source if isinstance(source, bytes) else Path(source).read_bytes()
+    tokenizer_json = tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes()
+    return TextTower(onnx, tokenizer_json, dict(config) if config is not None else {})
+
+
+def load_text_model(conn: psycopg.Connection[Any], name: str, source: str | os.PathLike[str] | bytes, *,
+                    tokenizer: str | os.PathLike[str] | bytes | None = None, config: ConfigArgument = None,
+                    replace: bool = False, progress: ProgressCallback | None = None) -> LoadedModel:
+    """Load the text tower of model ``name`` (its image tower is loaded first) with
+    ``imgembed.load_text_model``: a directory (fastembed / Hugging Face layout), or an ONNX file or
+    bytes with ``tokenizer`` (a tokenizer.json path or bytes)."""
+    tower = read_text_source(source, tokenizer, config)
+    with conn.transaction(), conn.cursor() as cur:
+        upload(cur, tower.onnx, progress)
+        cur.execute(f"SELECT name, dimensions, input, sha256, modality FROM imgembed.load_text_model(%s, {UPLOADED}, %s, %s::jsonb, %s)",
+                    (name, tower.tokenizer, json.dumps(tower.config) if tower.config else None, replace))
+        row = cur.fetchone()
+        assert row is not None
+        cur.execute("DROP TABLE pg_imgembed_upload")
+    return LoadedModel(*row)
+
+
 def export_model(conn: psycopg.Connection[Any], name: str, file: str | os.PathLike[str],
                  progress: ProgressCallback | None = None) -> tuple[int, str]:
     """Write a stored (pipeline) model to a file in chunks; (size, sha256), checked against the table."""
     found = conn.execute("SELECT bytes, sha256 FROM imgembed.model_store WHERE name = %s", (name,)).fetchone()
     if found is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM imgembed.models ORDER BY name")]
+        names = [r[0] for r in conn.execute("SELECT name FROM imgembed.models WHERE modality = 'image' ORDER BY name")]
         raise UnknownModel(f'model "{name}" does not exist',
                            hint=f"Loaded models: {', '.join(names)}." if names else "No model is loaded.")
     size, sha = found
+    digest = write_chunks(conn, "SELECT substring(onnx FROM %s FOR %s) FROM imgembed.model_store WHERE name = %s",
+                          name, size, Path(file), progress)
+    if digest != sha:
+        raise InvalidConfig(f"exported bytes have sha256 {digest}, the table says {sha}")
+    return size, sha
+
+
+def write_chunks(conn: psycopg.Connection[Any], query: str, name: str, size: int, file: Path,
+                 progress: ProgressCallback | None) -> str:
+    """Read a bytea column in chunks into a file; its sha256. substring() of an uncompressed
+    (STORAGE EXTERNAL) value reads only the chunks it needs."""
     digest = hashlib.sha256()
     with open(file, "wb") as out:
-        # substring() of an uncompressed (STORAGE EXTERNAL) value reads only the chunks it needs.
         for start in range(0, size, CHUNK):
-            row = conn.execute("SELECT substring(onnx FROM %s FOR %s) FROM imgembed.model_store WHERE name = %s",
-                               (start + 1, CHUNK, name)).fetchone()
+            row = conn.execute(query, (start + 1, CHUNK, name)).fetchone()
             assert row is not None
             out.write(row[0])
             digest.update(row[0])
             if progress is not None:
                 progress(min(start + CHUNK, size), size)
-    if digest.hexdigest() != sha:
-        raise InvalidConfig(f"exported bytes have sha256 {digest.hexdigest()}, the table says {sha}")
-    return size, sha
+    return digest.hexdigest()
+
+
+def export_text_model(conn: psycopg.Connection[Any], name: str, directory: str | os.PathLike[str],
+                      progress: ProgressCallback | None = None) -> Path:
+    """Write a model's text tower as fastembed and Hugging Face lay it out: model.onnx,
+    tokenizer.json, tokenizer_config.json (the context length), and pg_imgembed_text.json (the
+    pooling and normalisation the vectors had). Returns the directory."""
+    row = conn.execute("SELECT bytes, sha256, tokenizer, tokenizer_sha256, config FROM imgembed.text_model_store WHERE name = %s",
+                       (name,)).fetchone()
+    if row is None:
+        names = [r[0] for r in conn.execute("SELECT name FROM imgembed.models WHERE modality = 'text' ORDER BY name")]
+        raise UnknownModel(f'model "{name}" has no text tower',
+                           hint=f"Models with one: {', '.join(names)}." if names else "No text tower is loaded.")
+    size, sha, tokenizer, tokenizer_sha, config = row
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = write_chunks(conn, "SELECT substring(onnx FROM %s FOR %s) FROM imgembed.text_model_store WHERE name = %s",
+                          name, size, out / "model.onnx", progress)
+    if digest != sha or hashlib.sha256(tokenizer).hexdigest() != tokenizer_sha:
+        raise InvalidConfig(f"exported bytes of the text tower of {name} do not match the sha256 the table records")
+    (out / "tokenizer.json").write_bytes(tokenizer)
+    pad = token_of(json.loads(tokenizer), config["tokenizer"]["pad_id"])
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"model_max_length": config["tokenizer"]["max_length"], **({"pad_token": pad} if pad else {})}, indent=2))
+    (out / "pg_imgembed_text.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def token_of(tokenizer: dict[str, Any], token_id: int) -> str | None:
+    """The text of a token id in a tokenizer.json (its added tokens, then its vocabulary)."""
+    for added in tokenizer.get("added_tokens") or []:
+        if added.get("id") == token_id:
+            return str(added["content"])
+    vocab = (tokenizer.get("model") or {}).get("vocab") or {}
+    return next((str(token) for token, i in vocab.items() if i == token_id), None) if isinstance(vocab, dict) else None
 
 
 def model_dimensions(conn: psycopg.Connection[Any], model: str | None = None) -> int:

@@ -39,7 +39,7 @@ from .embeddings import image_bytes
 from .models import ConfigArgument, LoadedModel, ProgressCallback
 
 __all__ = ["VectorArray", "embed_batch", "embedding_trigger", "img_embedding", "load_model", "model_dimensions",
-           "vector_embedding"]
+           "text_embedding", "vector_embedding"]
 
 
 class VectorArray(UserDefinedType[list[Any]]):
@@ -80,6 +80,11 @@ def img_embedding(image: Any, model: str | None = None) -> Function[Any]:
 def vector_embedding(model: str, image: Any) -> Function[Any]:
     """``vector_embedding(model, image)``: Oracle's argument order."""
     return func.vector_embedding(model, image_argument(image), type_=Vector())
+
+
+def text_embedding(model: str, text: Any) -> Function[Any]:
+    """``text_embedding(model, text)``: a text in the space of the model's image vectors (its text tower)."""
+    return func.text_embedding(model, text, type_=Vector())
 
 
 def embed_batch(model: str, images: Any) -> Function[Any]:

@@ -16,10 +16,17 @@ SELECT name,
        loaded_at,
        is_default,
        source_sha256,
-       generation
-  FROM imgembed.model_store;
+       generation,
+       'image'::text AS modality,
+       NULL::text AS tokenizer_sha256
+  FROM imgembed.model_store
+UNION ALL
+SELECT name, dimensions, format('text, up to %s tokens', max_length), config -> 'tokenizer', config -> 'output',
+       bytes, sha256, loaded_at, false, NULL, generation, 'text', tokenizer_sha256
+  FROM imgembed.text_model_store;
 COMMENT ON VIEW imgembed.models IS
-    'Loaded models: dimensions, input geometry, preprocessing, size, sha256 (stored pipeline; source_sha256: the file loaded), default';
+    'Loaded models, one row per tower (modality image or text): dimensions, input, preprocessing, size, sha256 '
+    '(stored pipeline; source_sha256: the file loaded), default';
 GRANT SELECT ON imgembed.models TO PUBLIC;
 
 -- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and known_models.py:
