@@ -19,6 +19,7 @@ from .decode import decode_image
 from .errors import InferenceFailed, InvalidConfig, InvalidModel
 from .model_config import ModelConfig
 from .onnx_session import CUDA, first_line, make_session, read_input_geometry
+from .optimized_graphs import GraphPlan
 from .pipeline_spec import built_config, outside_config, read_spec
 from .preprocessing import build_transforms, resolve_config
 from .transforms import resize_threads
@@ -28,8 +29,9 @@ MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
 class EmbeddingModel:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
 
-    def __init__(self, source: bytes | Path, config: ModelConfig, *, threads: int = 1, provider: str = "cpu"):
-        self.session = make_session(source, threads, provider)
+    def __init__(self, source: bytes | Path | None, config: ModelConfig, *, threads: int = 1, provider: str = "cpu",
+                 graph: GraphPlan | None = None):
+        self.session = make_session(source, threads, provider, graph)
         self.threads = threads
         self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"  # the one that runs
         self.pipeline_spec = read_spec(self.session)

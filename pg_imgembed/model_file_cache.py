@@ -47,7 +47,7 @@ class ModelFileCache:
         self.directory = directory
         self._verified: dict[str, tuple[int, ...]] = {}  # sha256 -> identity of the file checked
 
-    def _open_directory(self) -> int:
+    def open_directory(self) -> int:
         """An fd of the cache directory, created if missing; UnsafeDirectory if others control it."""
         try:
             os.mkdir(self.directory, 0o700)
@@ -70,7 +70,7 @@ class ModelFileCache:
 
     @contextmanager
     def directory_fd(self) -> Iterator[int]:
-        fd = self._open_directory()
+        fd = self.open_directory()
         try:
             yield fd
         finally:
@@ -81,7 +81,7 @@ class ModelFileCache:
         """A path onnxruntime can load that holds exactly the model with this sha256 and size,
         valid inside the ``with``; None when the cache cannot serve it (load from the bytes)."""
         try:
-            dir_fd = self._open_directory()
+            dir_fd = self.open_directory()
         except OSError:
             yield None  # no directory and none can be made (read-only disk): load from the bytes
             return

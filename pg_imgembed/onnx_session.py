@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidModel, ProviderUnavailable
+from .optimized_graphs import GraphPlan
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(uint8)": np.uint8}
@@ -56,7 +57,9 @@ def _preload_cuda_libraries() -> None:
         ort.preload_dlls()
 
 
-def make_session(source: bytes | Path, threads: int, provider: str = "cpu") -> Any:
+def make_session(source: bytes | Path | None, threads: int, provider: str = "cpu", graph: GraphPlan | None = None) -> Any:
+    """A session of the model at ``source``; with a ``graph`` plan, loaded from a graph optimized
+    before (``source`` unused), or optimized and saved there (optimized_graphs.py)."""
     import onnxruntime as ort
 
     providers = provider_list(provider)
@@ -69,6 +72,17 @@ def make_session(source: bytes | Path, threads: int, provider: str = "cpu") -> A
     # Idle worker threads must not spin: other backends need those cores, and so do our decode
     # threads (spinning only during run() measured slower in the batch paths, no faster row by row).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if graph is not None and not graph.save:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done when it was saved
+        source = graph.path
+    elif graph is not None:
+        # Weights as external data, prepacked too: a later session maps them instead of copying.
+        options.optimized_model_filepath = str(graph.path)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "graph.data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        options.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
+    if source is None:
+        raise ValueError("make_session needs the model or a graph to load")
     try:
         model = str(source) if isinstance(source, Path) else source
         session = ort.InferenceSession(model, sess_options=options, providers=providers)

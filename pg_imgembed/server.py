@@ -224,4 +224,5 @@ class Server:
             "decode_buffer_blocks": PIL.Image.core.get_blocks_max(),
             "images_embedded": self.serving.images_embedded,
             "texts_embedded": self.serving.texts_embedded,
+            "optimized_graphs": {"loaded": self.serving.graphs.loaded, "saved": self.serving.graphs.saved},
         })

@@ -8,19 +8,22 @@ it through the server's verified file cache where there is one, and embeds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
-from .errors import ImageError
+from .errors import ImageError, ImgEmbedError
 from .model_config import parse_config
 from .model_file_cache import ModelFileCache, UnsafeDirectory
 from .model_store import ModelStore, StoredModel, StoredTextModel
+from .onnx_session import provider_list
+from .optimized_graphs import GraphPlan, OptimizedGraphs
 from .session_cache import M, ModelKey, SessionCache
 from .settings import Settings
 from .text_config import parse_text_config
@@ -38,6 +41,7 @@ class Serving:
         self.text_cache: SessionCache[TextModel] = SessionCache()
         self._lock = threading.Lock()  # the worker's threads share one cache
         self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
+        self.graphs = OptimizedGraphs()
         self._warned: set[str] = set()
         # The last (model, image or text) -> vector text: `ORDER BY e <=> img_embedding(q)` without
         # an index evaluates the STABLE call once per row, always with the same query.
@@ -59,8 +63,9 @@ class Serving:
 
     def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> EmbeddingModel:
         config = parse_config(json.loads(stored.config))
-        return self._from_file_cache(stored.sha256, stored.bytes, lambda: store.onnx_bytes(stored.sha256), settings,
-                                     lambda source: EmbeddingModel(source, config, threads=threads, provider=provider))
+        return self._from_file_cache(stored.sha256, stored.bytes, lambda: store.onnx_bytes(stored.sha256), settings, provider,
+                                     lambda source, graph: EmbeddingModel(source, config, threads=threads, provider=provider,
+                                                                          graph=graph))
 
     def text_model(self, store: ModelStore, stored: StoredTextModel, settings: Settings) -> TextModel:
         """The ready text tower of a model family (its own cache: names are shared with image towers)."""
@@ -70,26 +75,51 @@ class Serving:
             tokenizer = store.text_bytes(stored.sha256, "tokenizer")
             config = parse_text_config(json.loads(stored.config))
             return self._from_file_cache(
-                stored.sha256, stored.bytes, lambda: store.text_bytes(stored.sha256, "onnx"), settings,
-                lambda source: TextModel(source, tokenizer, config, threads=settings.threads, provider=settings.execution_provider))
+                stored.sha256, stored.bytes, lambda: store.text_bytes(stored.sha256, "onnx"), settings, settings.execution_provider,
+                lambda source, graph: TextModel(source, tokenizer, config, threads=settings.threads,
+                                                provider=settings.execution_provider, graph=graph))
 
         with self._lock:
             return self.text_cache.get(stored.name, key, load, settings.max_cached_models)
 
-    def _from_file_cache(self, sha256: str, size: int, read: Callable[[], bytes], settings: Settings,
-                         make: Callable[[bytes | Path], M]) -> M:
-        """A session from the server's verified file of the ONNX (written from the table the first
-        time), or from the bytes where there is no usable cache."""
+    def _from_file_cache(self, sha256: str, size: int, read: Callable[[], bytes], settings: Settings, provider: str,
+                         make: Callable[[bytes | Path | None, GraphPlan | None], M]) -> M:
+        """A session from the server's caches: the optimized graph where one was saved (the model
+        is not read at all), else the verified file of the ONNX (written from the table the first
+        time; the session then saves its optimized graph), else the bytes."""
         fetch = functools.cache(read)  # at most one read of the bytes
         files = self.file_cache(settings)
         if files is not None:
             try:
-                with files.open_verified(sha256, size, fetch) as path:
-                    if path is not None:
-                        return make(path)
+                with files.directory_fd() as dir_fd, self._graph_plan(dir_fd, sha256, provider, settings) as graph:
+                    if graph is not None and not graph.save:
+                        try:
+                            return make(None, graph)
+                        except ImgEmbedError:  # onnxruntime refused the saved graph: build it again
+                            self.graphs.discard(dir_fd, sha256, "cpu")
+                            graph = None
+                    with files.open_verified(sha256, size, fetch) as path:
+                        source = path if path is not None else fetch()
+                        if graph is not None:
+                            try:
+                                return make(source, graph)
+                            except ImgEmbedError:
+                                pass  # not for want of the graph's file: the plain session says why
+                        return make(source, None)
             except UnsafeDirectory as exc:
                 self._warn_unsafe(files, exc)
-        return make(fetch())
+            except OSError:
+                pass  # no cache directory and none can be made (a read-only disk): from the bytes
+        return make(fetch(), None)
+
+    @contextlib.contextmanager
+    def _graph_plan(self, dir_fd: int, sha256: str, provider: str, settings: Settings) -> Iterator[GraphPlan | None]:
+        if not settings.optimized_graphs:
+            yield None
+            return
+        effective = "cpu" if provider_list(provider) == ["CPUExecutionProvider"] else provider
+        with self.graphs.plan(dir_fd, sha256, effective) as graph:
+            yield graph
 
     def file_cache(self, settings: Settings) -> ModelFileCache | None:
         if settings.model_cache == "off" or self.data_directory is None:
@@ -107,6 +137,8 @@ class Serving:
         if files is not None:
             try:
                 files.prune(keep)
+                with files.directory_fd() as dir_fd:
+                    self.graphs.prune(dir_fd, keep)
             except UnsafeDirectory as exc:
                 self._warn_unsafe(files, exc)
             except OSError:

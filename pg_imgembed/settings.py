@@ -27,6 +27,7 @@ class Settings:
     force_exact_decode: bool = False  # ignore models' "fast" (JPEG DCT-scaled) decode mode
     max_cached_models: int = 4  # ONNX sessions a backend keeps; least recently used go first
     model_cache: str = ""  # directory of the per-server model file cache; "" = <data_directory>/pg_imgembed_models, "off"
+    optimized_graphs: bool = True  # cache onnxruntime's optimized graphs beside the model files
     decode_buffer_mb: int = 64  # freed image memory kept for the next decode; 0: give it back at once
     execution_provider: str = "auto"  # "auto": CUDA where onnxruntime-gpu can start it, else CPU; "cpu"; "cuda"
 

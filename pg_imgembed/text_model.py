@@ -17,6 +17,7 @@ import numpy as np
 from .embedding_model import MAX_DIMENSIONS, l2_normalize
 from .errors import ImageTooLarge, InferenceFailed, InvalidConfig, InvalidModel
 from .onnx_session import CUDA, first_line, make_session
+from .optimized_graphs import GraphPlan
 from .text_config import TextConfig, TokenizerConfig
 
 MAX_TEXT_BYTES = 1 << 20  # a query or caption, not a document: bounds the tokenizer's memory
@@ -40,10 +41,10 @@ def load_tokenizer(tokenizer_json: bytes) -> Any:
 
 
 class TextModel:
-    def __init__(self, source: bytes | Path, tokenizer_json: bytes, config: TextConfig, *, threads: int = 1,
-                 provider: str = "cpu") -> None:
+    def __init__(self, source: bytes | Path | None, tokenizer_json: bytes, config: TextConfig, *, threads: int = 1,
+                 provider: str = "cpu", graph: GraphPlan | None = None) -> None:
         self.tokenizer = load_tokenizer(tokenizer_json)
-        self.session = make_session(source, threads, provider)
+        self.session = make_session(source, threads, provider, graph)
         self.threads = threads
         self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}

@@ -4,8 +4,9 @@
  * Settings an extension never defines are placeholders: any role can SET them, and ALTER SYSTEM
  * rejects them. This module defines every imgembed.* setting and reserves the prefix:
  *
- * - paths (imgembed.runtime_dir, imgembed.model_cache) are PGC_SUSET: only a superuser (or a role
- *   granted SET on the parameter) chooses them, at server, database, role or session level;
+ * - paths (imgembed.runtime_dir, imgembed.model_cache) and what the server writes there
+ *   (imgembed.optimized_graphs) are PGC_SUSET: only a superuser (or a role granted SET on the
+ *   parameter) chooses them, at server, database, role or session level;
  * - resource limits are PGC_USERSET with a check hook: a role that is not a superuser may only
  *   lower them in its session (SET, SET LOCAL), never raise them, and may not put them into
  *   per-database or per-role defaults, connection options or a function's SET clause, so every
@@ -32,6 +33,7 @@ void		_PG_init(void);
 
 static char *runtime_dir = NULL;
 static char *model_cache = NULL;
+static bool optimized_graphs = true;
 static int	max_image_pixels = 100000000;
 static int	intra_op_threads = 0;
 static int	max_cached_models = 4;
@@ -139,6 +141,10 @@ _PG_init(void)
 							   "Directory of the model file cache, or off (superuser only).",
 							   "Empty: pg_imgembed_models in the data directory.",
 							   &model_cache, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("imgembed.optimized_graphs",
+							 "Cache onnxruntime's optimized graphs beside the model file cache (superuser only).",
+							 "Off: every new session optimizes its model again.",
+							 &optimized_graphs, true, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("imgembed.max_image_pixels",
 							"Largest image, in pixels, that is decoded (decompression-bomb guard).",
 							"Any role may lower it; only a superuser may raise it.",
