@@ -45,7 +45,7 @@ t = time.perf_counter(); import numpy as np, onnxruntime as ort; imports = time.
 def memory():
     fields = dict(line.split(":", 1) for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
     return {k: int(fields[k].split()[0]) / 1024 for k in ("Rss", "Pss", "Anonymous")}
-o = ort.SessionOptions(); o.intra_op_num_threads = %d; o.inter_op_num_threads = 1
+o = ort.SessionOptions(); o.intra_op_num_threads = THREADS; o.inter_op_num_threads = 1
 o.add_session_config_entry("session.intra_op.allow_spinning", "0")
 x = np.random.rand(1, 3, 224, 224).astype(np.float32)
 tiny = ort.InferenceSession(sys.argv[2], o, providers=["CPUExecutionProvider"])
@@ -57,7 +57,7 @@ s.run(None, {s.get_inputs()[0].name: x})
 first = time.perf_counter() - t
 after = memory()
 print(json.dumps({"imports": imports, "first": first, **{k: after[k] - before[k] for k in after}}))
-""" % THREADS
+""".replace("THREADS", str(THREADS))
 
 
 def memory(pid: int) -> dict[str, float]:

@@ -54,9 +54,10 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import resnet50
 from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
 from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.model_config import ModelConfig, parse_config
 from pg_imgembed.onnx_session import make_session
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 MODEL = "resnet50"
 CONFIG = {"template": "torchvision-resnet"}
 FAST_MODEL = "resnet50-fast"  # the same network, preprocess.decode "fast"
+INT8_MODEL = "resnet50-int8"  # pg-imgembed models quantize, calibrated on CALIBRATION photos
+CALIBRATION = 96
 FAST_CONFIG = {**CONFIG, "preprocess": {"decode": "fast"}}
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
 SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -97,6 +100,9 @@ PATHS = (
     ("h", "(h) CALL imgembed.backfill"),
     ("d_update_fast", "(d) UPDATE img_embedding, decode fast"),
     ("h_fast", "(h) backfill, decode fast"),
+    ("a_int8", "(a) INT8 pipeline alone, ready tensors"),
+    ("d_update_int8", "(d) UPDATE img_embedding, INT8"),
+    ("h_int8", "(h) backfill, INT8"),
 )
 LIMIT_LABEL = "machine limit: cores / (1-thread infer + decode)"
 BULK_TARGETS = {"640x480": 1.10, "1920x1080": 1.25, "4000x3000": 1.60}  # backfill / UPDATE vs (a)
@@ -237,10 +243,22 @@ class Bench:
                                        (MODEL,)).fetchone()
         self.pipeline = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=1)
         self.session = make_session(self.onnx_path, THREADS)
+        self.quantized = self._quantize()
+        (int8,) = self.db.execute("SELECT onnx FROM imgembed.model_store WHERE name = %s", (INT8_MODEL,)).fetchone()
+        self.int8 = EmbeddingModel(bytes(int8), ModelConfig(), threads=THREADS)
         self.spinning_ms = 0.0
         self.fastembed = self._fastembed()
         self.worker = Worker(dsn, WORKER, name="bench")
         self._warm_up()
+
+    def _quantize(self) -> QuantizationReport:
+        """The INT8 copy, calibrated on 64 photos and measured on 32 others (640x480, not the timed ones)."""
+        self.db.execute("CREATE TABLE calibration (id int PRIMARY KEY, photo bytea)")
+        with self.db.cursor() as cur:
+            cur.executemany("INSERT INTO calibration VALUES (%s, %b)",
+                            [(i, photo(640, 480, 1000 + i)) for i in range(CALIBRATION)])
+        return quantize_model(self.db, MODEL, INT8_MODEL, "SELECT photo FROM calibration ORDER BY id", samples=64,
+                              held_out=CALIBRATION - 64, threads=THREADS)
 
     def _fastembed(self) -> ImageEmbedding:
         from fastembed import ImageEmbedding
@@ -255,7 +273,7 @@ class Bench:
     def _warm_up(self) -> None:
         """Model sessions in this backend, the worker and the client; nothing timed pays a first call."""
         small = [photo(640, 480, i) for i in range(2)]
-        for name in (MODEL, FAST_MODEL):
+        for name in (MODEL, FAST_MODEL, INT8_MODEL):
             self.db.execute("SELECT vector_dims(img_embedding(%b, %s))", (small[0], name))
         self.db.execute("CREATE TABLE warm (id int PRIMARY KEY, photo bytea, e vector(2048))")
         self.db.execute("SELECT imgembed.create_embedding_trigger('warm', 'photo', 'e', %s, mode => 'async')", (MODEL,))
@@ -378,6 +396,16 @@ class Bench:
         result.ms["h_fast"] = per_image_ms(
             lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (fast, FAST_MODEL)), n, repeat,
             reset=lambda: db.execute(f"UPDATE {fast} SET e = NULL"))
+
+        # and with the INT8 copy (pg-imgembed models quantize), also on a table of its own
+        result.ms["a_int8"] = per_image_ms(lambda: [self.int8.run([t]) for t in ready], n, repeat)
+        int8 = self.table(f"int8_{suffix}")
+        self.insert(int8, rows)
+        result.ms["d_update_int8"] = per_image_ms(
+            lambda: db.execute(f"UPDATE {int8} SET e = img_embedding(photo, %s)", (INT8_MODEL,)), n, repeat)
+        result.ms["h_int8"] = per_image_ms(
+            lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (int8, INT8_MODEL)), n, repeat,
+            reset=lambda: db.execute(f"UPDATE {int8} SET e = NULL"))
         return result
 
 
@@ -413,6 +441,7 @@ def report(results: list[SizeResult], bench: Bench, elapsed: float) -> None:
     print(f"  model: ResNet-50, random weights, {bench.onnx_path.stat().st_size / 2**20:.1f} MiB "
           f"({bench.onnx_path}); config {json.dumps(CONFIG)}")
     print(f"  (a) with onnxruntime's default spinning threads (2): {bench.spinning_ms:.1f} ms/image")
+    print("  INT8 copy: " + "\n    ".join(bench.quantized.lines()))
     for r in results:
         print(f"  {r.label:>10}: JPEG {r.photo_kb:7.0f} KiB avg; 1 thread: inference {r.infer_1t_ms:6.1f} ms, "
               f"decode+preprocess {r.decode_1t_ms:6.1f} ms; machine limit {r.machine_limit:5.1f} img/s; "

@@ -25,6 +25,7 @@ from .errors import (
     UnknownModel,
 )
 from .model_config import ModelConfig, parse_config
+from .pipeline_spec import read_derived_from
 from .settings import Settings
 from .templates import UnknownTemplate, expand_template
 from .text_config import parse_text_config
@@ -164,19 +165,20 @@ class ModelStore:
         self.db.rows(
             """INSERT INTO imgembed.model_store AS m
                    (name, onnx, sha256, bytes, dimensions, input_name, input_layout, input_height, input_width, config,
-                    source_sha256)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
+                    source_sha256, derived_from)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::jsonb)
                ON CONFLICT (name) DO UPDATE SET
                    onnx = EXCLUDED.onnx, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes,
                    dimensions = EXCLUDED.dimensions, input_name = EXCLUDED.input_name,
                    input_layout = EXCLUDED.input_layout, input_height = EXCLUDED.input_height,
                    input_width = EXCLUDED.input_width, config = EXCLUDED.config,
-                   source_sha256 = EXCLUDED.source_sha256,
+                   source_sha256 = EXCLUDED.source_sha256, derived_from = EXCLUDED.derived_from,
                    generation = pg_catalog.nextval('imgembed.model_generation'),
                    loaded_at = now(), loaded_by = current_user""",
-            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text", "text"], [
+            ["text", "bytea", "text", "bigint", "int4", "text", "text", "int4", "int4", "text", "text", "text"], [
             name, onnx, hashlib.sha256(onnx).hexdigest(), len(onnx), dimensions, model.geometry.name,
             shown.preprocess.layout, height, width, json.dumps(shown.to_dict()), source_sha256,
+            json.dumps(derived) if (derived := read_derived_from(model.session)) is not None else None,
         ])
         if grant_public and not existing:  # a replacement keeps the model's grants
             self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",

@@ -12,6 +12,7 @@ from typing import Any
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig, parse_config
 
 METADATA_KEY = "pg_imgembed.pipeline"
+DERIVED_KEY = "pg_imgembed.derived_from"  # a model made from another (an INT8 copy): which, and how
 FORMAT = 1
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
@@ -19,6 +20,11 @@ OUTPUT_NAME = "embedding"
 
 def read_spec(session: Any) -> dict[str, Any] | None:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return json.loads(raw) if raw else None
+
+
+def read_derived_from(session: Any) -> dict[str, Any] | None:
+    raw = session.get_modelmeta().custom_metadata_map.get(DERIVED_KEY)
     return json.loads(raw) if raw else None
 
 

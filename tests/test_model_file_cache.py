@@ -21,6 +21,15 @@ def cache_dir(local_server, conn):
     return Path(data) / "pg_imgembed_models"
 
 
+@pytest.fixture(autouse=True)
+def model_files_only(conn):
+    """Sessions here load the model files: a saved optimized graph would not read them at all
+    (tests/test_optimized_graphs.py)."""
+    (db,) = conn.execute("SELECT current_database()").fetchone()
+    conn.execute(f'ALTER DATABASE "{db}" SET imgembed.optimized_graphs = off')
+    conn.execute("SET imgembed.optimized_graphs = off")
+
+
 def sha(conn, name="tiny"):
     return conn.execute("SELECT sha256 FROM imgembed.models WHERE name = %s", (name,)).fetchone()[0]
 
@@ -44,10 +53,9 @@ def test_a_damaged_file_is_replaced_and_the_vector_is_right(conn, dsn, cache_dir
     first = embed(conn, PHOTO)
     path = cache_dir / f"{sha(conn)}.onnx"
     path.write_bytes(b"garbage")
-    model_file_only = "-c imgembed.optimized_graphs=off"  # a saved graph would not need the file at all
-    with psycopg.connect(dsn, autocommit=True, options=model_file_only) as other:
+    with psycopg.connect(dsn, autocommit=True) as other:
         np.testing.assert_array_equal(embed(other, PHOTO), first)
-    with psycopg.connect(dsn, autocommit=True, options=model_file_only) as third:  # discarded and written anew
+    with psycopg.connect(dsn, autocommit=True) as third:  # the file was discarded and written anew
         np.testing.assert_array_equal(embed(third, PHOTO), first)
     (table_bytes,) = conn.execute("SELECT onnx FROM imgembed.model_store").fetchone()
     assert path.read_bytes() == table_bytes

@@ -2,6 +2,7 @@
 
     pg-imgembed models build  MODEL.onnx|--from-dir DIR [--config JSON|--template T] -o PIPELINE.onnx
     pg-imgembed models load   NAME MODEL.onnx|--from-dir DIR|--catalog ID [--config|--template] [--replace] [--default]
+    pg-imgembed models quantize NAME --as NEW_NAME --calibrate "SELECT photo FROM ..." [--samples N]
     pg-imgembed models list | export NAME FILE | drop NAME | catalog | templates
     pg-imgembed backfill TABLE IMAGE_COLUMN VECTOR_COLUMN [--model M] [--batch-size N]
     pg-imgembed status
@@ -181,6 +182,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{args.file}: {size} bytes, sha256 {sha}")
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    try:
+        from .quantize import quantize_model
+    except ImportError as exc:  # a client-only install
+        raise UsageError(f"quantizing needs onnx and onnxruntime's quantization tools ({exc})",
+                         hint="pip install 'pg_imgembed[client,build]'") from None
+    with connect(args) as conn:
+        report = quantize_model(conn, args.name, args.new_name, args.calibrate, samples=args.samples, held_out=args.held_out,
+                                replace=args.replace, progress=lambda message: print(message, file=sys.stderr))
+    print("\n".join(report.lines()))
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     with connect(args) as conn:
         rows = conn.execute("SELECT name, modality, dimensions, input, bytes, left(sha256, 12), is_default FROM imgembed.models "
@@ -330,6 +343,16 @@ def parser() -> argparse.ArgumentParser:
                         help="export the text tower as fastembed lays it out (model.onnx, tokenizer.json, tokenizer_config.json)")
     drop = command(models, "drop", "remove a model from the database", cmd_drop)
     drop.add_argument("name", metavar="NAME", help="the model's name in the database")
+    quantize = command(models, "quantize", "store an INT8 copy of a model, calibrated on your images, with a quality report",
+                       cmd_quantize)
+    quantize.add_argument("name", metavar="NAME", help="the stored (fp32) model to quantize")
+    quantize.add_argument("--as", dest="new_name", required=True, metavar="NEW_NAME", help="the name of the INT8 model")
+    quantize.add_argument("--calibrate", required=True, metavar="QUERY",
+                          help="a SELECT whose first column is images (bytea) like those the model will embed")
+    quantize.add_argument("--samples", type=int, default=64, help="images that calibrate (default 64)")
+    quantize.add_argument("--held-out", type=int, default=64,
+                          help="further images the report is measured on (default 64; at least 8)")
+    quantize.add_argument("--replace", action="store_true", help="replace a model named NEW_NAME")
     command(models, "list", "list the models in the database", cmd_list)
     command(models, "catalog", "list the preconfigured models", cmd_catalog)
     command(models, "templates", "list the preprocessing templates", cmd_templates)

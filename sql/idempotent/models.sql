@@ -18,15 +18,16 @@ SELECT name,
        source_sha256,
        generation,
        'image'::text AS modality,
-       NULL::text AS tokenizer_sha256
+       NULL::text AS tokenizer_sha256,
+       derived_from
   FROM imgembed.model_store
 UNION ALL
 SELECT name, dimensions, format('text, up to %s tokens', max_length), config -> 'tokenizer', config -> 'output',
-       bytes, sha256, loaded_at, false, NULL, generation, 'text', tokenizer_sha256
+       bytes, sha256, loaded_at, false, NULL, generation, 'text', tokenizer_sha256, NULL
   FROM imgembed.text_model_store;
 COMMENT ON VIEW imgembed.models IS
     'Loaded models, one row per tower (modality image or text): dimensions, input, preprocessing, size, sha256 '
-    '(stored pipeline; source_sha256: the file loaded), default';
+    '(stored pipeline; source_sha256: the file loaded), default, derived_from (the model an INT8 copy was made from)';
 GRANT SELECT ON imgembed.models TO PUBLIC;
 
 -- imgembed.templates and imgembed.catalog, generated from pg_imgembed/templates.py and known_models.py:

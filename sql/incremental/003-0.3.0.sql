@@ -1,5 +1,11 @@
 -- 0.3.0's changes to the tables (run once: by a fresh install after 002, or by the update from
--- 0.1.0 or 0.2.0): text towers beside the image towers.
+-- 0.1.0 or 0.2.0): text towers beside the image towers, and where a derived model came from.
+
+-- ------------------------------------------------------------ models: derived models
+
+-- A model made from another (an INT8 copy, pg-imgembed models quantize) records which and how, in
+-- its own ONNX metadata (pg_imgembed.derived_from); load_model copies that here.
+ALTER TABLE imgembed.model_store ADD COLUMN derived_from jsonb;
 
 -- ------------------------------------------------------------ text towers
 
