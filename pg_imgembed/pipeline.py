@@ -60,18 +60,25 @@ def build_pipeline(plain_onnx: bytes, config: ModelConfig, plain: EmbeddingModel
     merged = compose.merge_models(pre, inner, io_map=[(_P + "pixels", "model/" + geometry.name)],
                                   outputs=["model/" + output])
     merged = compose.merge_models(merged, post, io_map=[("model/" + output, _P + "raw_in")])
-    # merge_models lists each part's opsets again; tools such as onnxruntime's quantizer refuse a
-    # domain listed twice, so keep one entry per domain.
-    versions: dict[str, int] = {}
-    for entry in merged.opset_import:
-        versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
-    del merged.opset_import[:]
-    merged.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
+    one_opset_per_domain(merged)
     merged.metadata_props.extend(model.metadata_props)
     spec = {"format": FORMAT, "config": resolved.to_dict(), "model_input": geometry.name, "model_output": output}
     onnx.helper.set_model_props(merged, {**{p.key: p.value for p in merged.metadata_props}, METADATA_KEY: json.dumps(spec)})
     onnx.checker.check_model(merged)
     return merged.SerializeToString()
+
+
+def one_opset_per_domain(model: Any) -> None:
+    """merge_models lists each part's opsets again (and 0.1.0 stored such pipelines); tools such as
+    onnxruntime's quantizer refuse a domain listed twice, so keep one entry per domain."""
+    import onnx
+
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
 
 
 def _pre_nodes(pre: PreprocessConfig, geometry: InputGeometry) -> tuple[list, list]:

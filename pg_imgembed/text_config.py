@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import InvalidConfig
-from .model_config import check_keys, choice, json_object, positive_int
+from .model_config import OutputConfig, check_keys, choice, json_object, positive_int
 
 # eos: the position of the highest token id in each row (CLIP's <|endoftext|>, as OpenAI's and
 # Hugging Face's CLIP text models pool); cls: the first token; mean: over the attention mask.
@@ -30,16 +30,9 @@ class TokenizerConfig:
 
 
 @dataclass(frozen=True)
-class TextOutputConfig:
-    name: str | None = None
-    pooling: str = "auto"
-    normalize: bool = True
-
-
-@dataclass(frozen=True)
 class TextConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    output: TextOutputConfig = field(default_factory=TextOutputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)  # the image towers' fields; pooling from TEXT_POOLING
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,4 +63,4 @@ def parse_text_config(raw: Mapping[str, Any] | None) -> TextConfig:
     if not isinstance(normalize, bool):
         raise InvalidConfig(f"output.normalize must be true or false, not {normalize!r}")
     return TextConfig(TokenizerConfig(max_length, pad_id),
-                      TextOutputConfig(name, choice("output.pooling", out.get("pooling", "auto"), TEXT_POOLING), normalize))
+                      OutputConfig(name, choice("output.pooling", out.get("pooling", "auto"), TEXT_POOLING), normalize))

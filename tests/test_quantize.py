@@ -82,3 +82,14 @@ def test_too_few_or_no_images_are_refused(dsn, photos, query, message):
     assert photos.execute("SELECT count(*) FROM imgembed.models WHERE name = 'q'").fetchone() == (0,)
     done = cli(dsn, "models", "quantize", "conv", "--as", "q", "--calibrate", query)
     assert done.returncode == 2 and done.stderr.startswith(f"pg-imgembed: error: {message}")
+
+
+def test_a_pipeline_stored_by_0_1_0_with_its_opset_twice_quantizes(dsn, photos):
+    import onnx
+
+    (stored,) = photos.execute("SELECT onnx FROM imgembed.model_store WHERE name = 'conv'").fetchone()
+    model = onnx.load_from_string(bytes(stored))
+    model.opset_import.append(onnx.helper.make_opsetid("", model.opset_import[0].version))  # as 0.1.0 built them
+    photos.execute("SELECT imgembed.load_model('old', %s)", (model.SerializeToString(),))
+    report = quantize_model(photos, "old", "old_int8", "SELECT photo FROM items", samples=16, held_out=8)
+    assert report.cosine_median > 0.95

@@ -17,6 +17,7 @@ pipeline's own pre- and post-processing stays float (it is cheap and exact). On 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -32,6 +33,7 @@ from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, InvalidConfig
 from ..model_config import ModelConfig
 from ..optimized_graphs import cpu_features
+from ..pipeline import one_opset_per_domain
 from ..pipeline_spec import DERIVED_KEY
 from .models import LoadedModel, export_model, load_model
 
@@ -138,6 +140,7 @@ def quantize_pipeline(work: Path, fp32: EmbeddingModel, calibration: Sequence[np
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(work / "fp32.onnx"))
+    one_opset_per_domain(model)  # pipelines stored by 0.1.0 list their opset twice
     for i, node in enumerate(model.graph.node):  # the quantizer excludes nodes by name
         node.name = node.name or f"node_{i}"
     wrapper = [node.name for node in model.graph.node if any(o.startswith(WRAPPER) for o in node.output)]
@@ -151,9 +154,15 @@ def quantize_pipeline(work: Path, fp32: EmbeddingModel, calibration: Sequence[np
             tensor = next(self.items, None)
             return None if tensor is None else {input_name: tensor[None]}
 
-    quantize_static(model, work / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=wrapper)
+    # The quantizer logs advice on the root logger ("consider pre-processing": the pipeline's graph
+    # is quantized as built, which measured as accurate); a CLI should print only the report.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_static(model, work / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=wrapper)
+    finally:
+        logging.disable(logging.NOTSET)
     quantized = onnx.load(str(work / "int8.onnx"))
     properties = {p.key: p.value for p in fp32_metadata(work / "fp32.onnx")}
     properties[DERIVED_KEY] = json.dumps(derived)
