@@ -104,3 +104,14 @@ def test_the_worker_extra_pins_equal_the_runtime_requirements():
     for requirement in extras["worker"][1:] + extras["build"]:
         name, version = requirement.split("==")
         assert pins[name] == version, requirement
+
+
+def test_client_and_build_extras_quantize(tmp_path):
+    """`models quantize` needs onnx and onnxruntime's quantizer: [client,build] brings them."""
+    venv = venv_with(tmp_path / "build", "client,build")
+    found, pins = packages(venv), runtime_pins()
+    assert {name: found[name] for name in ("onnx", "onnxruntime", "numpy", "pillow")} == \
+        {name: pins[name] for name in ("onnx", "onnxruntime", "numpy", "pillow")}
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", "import onnxruntime.quantization, pg_imgembed.client.quantize"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
