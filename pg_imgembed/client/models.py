@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,19 @@ def read_model_source(source: str | os.PathLike[str] | bytes, *, config: ConfigA
     return path.read_bytes(), config if config is not None else ({"template": template} if template else None)
 
 
-def upload(cur: psycopg.Cursor[Any], data: bytes, progress: ProgressCallback | None) -> None:
-    """Send bytes in chunks (a few MB per round trip, not one huge parameter) to a temporary table:
-    one session's chunks are invisible to others and vanish with it. ``UPLOADED`` reads them back."""
-    cur.execute("CREATE TEMP TABLE IF NOT EXISTS pg_imgembed_upload (n int, chunk bytea)")
-    cur.execute("TRUNCATE pg_imgembed_upload")
-    for n, start in enumerate(range(0, len(data), CHUNK)):
-        cur.execute("INSERT INTO pg_imgembed_upload VALUES (%s, %s)", (n, data[start:start + CHUNK]))
-        if progress is not None:
-            progress(min(start + CHUNK, len(data)), len(data))
+@contextmanager
+def uploaded(conn: psycopg.Connection[Any], data: bytes, progress: ProgressCallback | None) -> Iterator[psycopg.Cursor[Any]]:
+    """A transaction in which ``UPLOADED`` reads ``data``, sent in chunks (a few MB per round trip,
+    not one huge parameter) to a temporary table: invisible to other sessions, gone after it."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS pg_imgembed_upload (n int, chunk bytea)")
+        cur.execute("TRUNCATE pg_imgembed_upload")
+        for n, start in enumerate(range(0, len(data), CHUNK)):
+            cur.execute("INSERT INTO pg_imgembed_upload VALUES (%s, %s)", (n, data[start:start + CHUNK]))
+            if progress is not None:
+                progress(min(start + CHUNK, len(data)), len(data))
+        yield cur
+        cur.execute("DROP TABLE pg_imgembed_upload")
 
 
 UPLOADED = "(SELECT string_agg(chunk, ''::bytea ORDER BY n) FROM pg_imgembed_upload)"
@@ -89,13 +94,11 @@ def load_model(conn: psycopg.Connection[Any], name: str, source: str | os.PathLi
     """Load an image tower (an ONNX file, a model directory or bytes) with ``imgembed.load_model``;
     ``default`` also makes it the default model."""
     onnx, resolved = read_model_source(source, config=config, template=template)
-    with conn.transaction(), conn.cursor() as cur:
-        upload(cur, onnx, progress)
+    with uploaded(conn, onnx, progress) as cur:
         cur.execute(f"SELECT name, dimensions, input, sha256 FROM imgembed.load_model(%s, {UPLOADED}, %s::jsonb, %s)",
                     (name, json.dumps(resolved) if resolved is not None else None, replace))
         row = cur.fetchone()
         assert row is not None
-        cur.execute("DROP TABLE pg_imgembed_upload")
         if default:
             cur.execute("SELECT imgembed.set_default_model(%s)", (name,))
     return LoadedModel(*row)
@@ -124,13 +127,11 @@ def load_text_model(conn: psycopg.Connection[Any], name: str, source: str | os.P
     ``imgembed.load_text_model``: a directory (fastembed / Hugging Face layout), or an ONNX file or
     bytes with ``tokenizer`` (a tokenizer.json path or bytes)."""
     tower = read_text_source(source, tokenizer, config)
-    with conn.transaction(), conn.cursor() as cur:
-        upload(cur, tower.onnx, progress)
+    with uploaded(conn, tower.onnx, progress) as cur:
         cur.execute(f"SELECT name, dimensions, input, sha256, modality FROM imgembed.load_text_model(%s, {UPLOADED}, %s, %s::jsonb, %s)",
                     (name, tower.tokenizer, json.dumps(tower.config) if tower.config else None, replace))
         row = cur.fetchone()
         assert row is not None
-        cur.execute("DROP TABLE pg_imgembed_upload")
     return LoadedModel(*row)
 
 
