@@ -146,6 +146,8 @@ class ModelStore:
         from .pipeline import prepare_pipeline  # builds with the onnx package: off the embedding path
 
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
+        # Queue behind the writers holding the model (and ahead of new ones): see imgembed.model_lock_key.
+        self.db.rows("SELECT pg_catalog.pg_advisory_xact_lock(imgembed.model_lock_key($1)) AS locked", ["text"], [name])
         existing = self.db.rows(_BY_NAME, ["text"], [name])
         if existing and not replace:
             raise DuplicateModel(

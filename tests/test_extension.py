@@ -28,6 +28,7 @@ EXPECTED = {
     "imgembed.check_model_grant(text,text)": ("s", True),
     "imgembed.has_model_usage(text)": ("s", True),
     "imgembed.lock_model(text)": ("v", True),
+    "imgembed.model_lock_key(text)": ("i", True),
     "imgembed.load_settings()": ("v", False),
     "imgembed.embedding_triggers()": ("s", False),
     "imgembed.primary_key(regclass)": ("s", True),

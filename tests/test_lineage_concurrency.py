@@ -171,7 +171,9 @@ def test_a_model_replaced_between_backfill_batches_stops_it_and_the_column_stays
         gate.close()
     (err,) = errors
     assert (err.sqlstate, err.diag.message_primary) == ("40001", 'pg_imgembed: model "tiny" was replaced while backfill ran')
-    assert conn.execute("SELECT count(embedding) FROM items").fetchone() == (5,)  # the first batch kept
+    # The first batch is kept; the second queued behind the waiting replacement (advisory locks queue
+    # fairly, FOR SHARE row locks alone would let it overtake), so it found the new generation.
+    assert conn.execute("SELECT count(embedding) FROM items").fetchone() == (5,)
     assert assert_lineage_honest(conn)  # stale: those vectors are the old generation's
     conn.execute("DROP TRIGGER held ON items")
     with psycopg.connect(app, autocommit=True) as owner:

@@ -42,6 +42,16 @@ AS 'MODULE_PATHNAME', 'imgembed_load_settings';
 COMMENT ON FUNCTION imgembed.load_settings() IS
     'Load pg_imgembed''s settings module (defines imgembed.*; values a role may not set are dropped)';
 
+-- The advisory lock of a model: writers take it shared (lock_model), a replacement exclusive.
+-- Row locks alone would let a stream of writers starve a replacement (a FOR SHARE lock needs no
+-- queue once the previous writer has committed); advisory locks queue, so new writers wait behind
+-- a waiting replacement.
+CREATE OR REPLACE FUNCTION imgembed.model_lock_key(model text) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.hashtextextended('pg_imgembed.model:' || model, 0) $$;
+COMMENT ON FUNCTION imgembed.model_lock_key(text) IS 'The advisory lock key of a model (lock_model, replacements)';
+
 -- Writers of embedded columns hold the model's row FOR SHARE until they commit (see
 -- imgembed.lineage). SECURITY DEFINER because FOR SHARE needs UPDATE on the table; it returns the
 -- generation of the newest committed version of the row, NULL if the model is gone.
@@ -52,6 +62,7 @@ AS $$
 DECLARE
     locked bigint;
 BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(imgembed.model_lock_key(model));
     SELECT m.generation INTO locked FROM imgembed.model_store m WHERE m.name = model FOR SHARE;
     RETURN locked;
 END
