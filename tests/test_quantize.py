@@ -93,3 +93,8 @@ def test_a_pipeline_stored_by_0_1_0_with_its_opset_twice_quantizes(dsn, photos):
     photos.execute("SELECT imgembed.load_model('old', %s)", (model.SerializeToString(),))
     report = quantize_model(photos, "old", "old_int8", "SELECT photo FROM items", samples=16, held_out=8)
     assert report.cosine_median > 0.95
+
+
+def test_too_small_a_sample_is_refused(photos):
+    with pytest.raises(InvalidConfig, match="calibrate on at least 8 images and measure on at least 8, not 4 and 64"):
+        quantize_model(photos, "conv", "q", "SELECT photo FROM items", samples=4)

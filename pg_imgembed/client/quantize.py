@@ -82,6 +82,9 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
     query ``calibrate`` returns (its first column, bytea): ``samples`` of them calibrate, up to
     ``held_out`` further ones measure the result."""
     say = progress or (lambda message: None)
+    if samples < MIN_CALIBRATION or held_out < MIN_HELD_OUT:
+        raise InvalidConfig(f"calibrate on at least {MIN_CALIBRATION} images and measure on at least {MIN_HELD_OUT}, "
+                            f"not {samples} and {held_out}")
     with tempfile.TemporaryDirectory(prefix="pg_imgembed-quantize-") as tmp:
         work = Path(tmp)
         size, sha = export_model(conn, source, work / "fp32.onnx")
@@ -99,10 +102,10 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
         evaluation = tensors[len(calibration):len(calibration) + held_out]
         vnni = next((flag for flag in VNNI if flag in cpu_features()), None)
         say(f"calibrating on {len(calibration)} images ...")
-        int8_bytes = quantize_pipeline(work, fp32, calibration, reduce_range=vnni is None,
-                                       derived={"model": source, "sha256": sha, "method": "onnxruntime static QDQ, uint8 activations, "
-                                                "int8 per-channel weights, MinMax", "calibration": {"query": calibrate,
-                                                                                                  "images": len(calibration)}})
+        derived = {"model": source, "sha256": sha,
+                   "method": "onnxruntime static QDQ, uint8 activations, int8 per-channel weights, MinMax",
+                   "calibration": {"query": calibrate, "images": len(calibration)}}
+        int8_bytes = quantize_pipeline(work, fp32, calibration, reduce_range=vnni is None, derived=derived)
         int8 = EmbeddingModel(int8_bytes, ModelConfig(), threads=threads)
         say(f"measuring on {len(evaluation)} held-out images ...")
         cosine, overlap, fp32_ms, int8_ms = compare(fp32, int8, evaluation)
@@ -113,14 +116,14 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
 
 
 def calibration_tensors(conn: psycopg.Connection[Any], model: EmbeddingModel, query: str, limit: int) -> list[np.ndarray]:
-    """The pipeline inputs of the query's images (first column), decoded as the model decodes;
-    NULLs and unusable images are skipped."""
+    """The pipeline inputs of the query's first ``limit`` images (first column), decoded as the
+    model decodes; NULLs and unusable images are skipped. A server-side cursor streams the rows,
+    so a query over a whole table reads only what is used."""
     tensors: list[np.ndarray] = []
-    with conn.cursor() as cur:
+    with conn.transaction(), conn.cursor(name="pg_imgembed_calibration") as cur:
+        cur.itersize = 16
         cur.execute(query)
-        if cur.description is None:
-            raise InvalidConfig("the calibration query returns no rows: give a SELECT of images (bytea)")
-        for (data, *_) in iter(lambda: cur.fetchone(), None):
+        for (data, *_) in cur:
             if data is None:
                 continue
             if not isinstance(data, bytes | memoryview | bytearray):
