@@ -29,6 +29,7 @@ EXPECTED = {
     "imgembed.has_model_usage(text)": ("s", True),
     "imgembed.lock_model(text)": ("v", True),
     "imgembed.model_lock_key(text)": ("i", True),
+    "imgembed.forget_dropped_tables()": ("v", False),
     "imgembed.load_settings()": ("v", False),
     "imgembed.embedding_triggers()": ("s", False),
     "imgembed.primary_key(regclass)": ("s", True),
@@ -77,9 +78,10 @@ def test_every_function_pins_search_path_and_has_a_comment(functions):
         assert comment, sig
 
 
-def test_only_lock_model_is_security_definer(functions):
-    """FOR SHARE needs UPDATE on the model table; lock_model returns a generation, nothing else."""
-    assert [sig for sig, f in functions.items() if f[5]] == ["imgembed.lock_model(text)"]
+def test_only_lock_model_and_the_drop_event_trigger_are_security_definer(functions):
+    """FOR SHARE needs UPDATE on the model table; lock_model returns a generation, nothing else.
+    The event trigger deletes only the rows and enqueue functions of the tables just dropped."""
+    assert sorted(sig for sig, f in functions.items() if f[5]) == ["imgembed.forget_dropped_tables()", "imgembed.lock_model(text)"]
 
 
 def test_public_names_live_in_public_internals_in_imgembed(conn):

@@ -1,5 +1,7 @@
 """Lineage: replacing a model makes a column's vectors stale; backfill re-embeds them, resumably."""
 
+import uuid
+
 import numpy as np
 import psycopg
 
@@ -104,3 +106,29 @@ def test_only_roles_that_may_write_a_column_write_its_lineage(conn, dsn):
         assert lineage(conn)[0] == ("items", "embedding", "tiny", False, False)
     finally:
         conn.execute("DROP OWNED BY app; DROP ROLE app")
+
+
+def test_a_table_dropped_without_drop_embedding_trigger_is_forgotten(conn, dsn):
+    """PostgreSQL reuses OIDs: what a dropped table left in lineage, the queue and its enqueue
+    function would belong to the next table with its OID."""
+    load_tiny(conn)
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {owner} LOGIN")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {owner}")
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=owner), autocommit=True) as app:
+            for name, mode in (("synced", "sync"), ("queued", "async")):
+                app.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+                app.execute(f"SELECT imgembed.create_embedding_trigger('{name}', 'photo', 'embedding', mode => '{mode}')")
+                app.execute(f"INSERT INTO {name} VALUES (1, %s)", (PHOTOS[0],))
+            (relid,) = conn.execute("SELECT 'queued'::regclass::oid").fetchone()
+            assert conn.execute("SELECT count(*) FROM imgembed.lineage").fetchone() == (2,)
+            assert conn.execute("SELECT count(*) FROM imgembed.queue").fetchone() == (1,)
+            app.execute("DROP TABLE synced, queued")  # as the table owner, a plain role
+        assert conn.execute("SELECT count(*) FROM imgembed.lineage").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM imgembed.queue").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE %s", (f"imgembed_enqueue_{relid}_%",)).fetchone() == (0,)
+        conn.execute("DROP TABLE IF EXISTS unrelated")  # other drops pass through untouched
+    finally:
+        conn.execute(f"DROP OWNED BY {owner}")
+        conn.execute(f"DROP ROLE {owner}")

@@ -40,3 +40,39 @@ CREATE POLICY model_users ON imgembed.text_model_store FOR SELECT USING (imgembe
 CREATE POLICY model_admins ON imgembed.text_model_store FOR ALL
     USING (pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE'))
     WITH CHECK (pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE'));
+
+-- ------------------------------------------------------------ tables dropped without drop_embedding_trigger
+
+-- A table dropped with DROP TABLE leaves its rows here behind (lineage, jobs, counts) and its
+-- generated enqueue functions, and PostgreSQL reuses OIDs: a new table could inherit a "fresh"
+-- lineage row of another model, or fail to get an async trigger. So every dropped table is
+-- forgotten at the end of its DROP. SECURITY DEFINER: the dropping role owns the table, not these
+-- rows; only the rows and functions of the tables that command dropped are touched.
+-- Here, not with the other functions, because the event trigger below needs it.
+CREATE FUNCTION imgembed.forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped oid[];
+    enqueue regprocedure;
+BEGIN
+    IF pg_catalog.to_regclass('imgembed.lineage') IS NULL THEN
+        RETURN;  -- DROP EXTENSION pg_imgembed: its tables went with it
+    END IF;
+    dropped := ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+    IF dropped = '{}' THEN
+        RETURN;
+    END IF;
+    DELETE FROM imgembed.lineage WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.queue WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.queue_stats WHERE tbl::oid = ANY (dropped);
+    FOR enqueue IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p, pg_catalog.unnest(dropped) d(relid)
+                    WHERE p.proname LIKE 'imgembed\_enqueue\_' || d.relid || '\_%' LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', enqueue);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION imgembed.forget_dropped_tables() IS
+    'Event trigger: forget the lineage, jobs and enqueue functions of dropped tables';
+CREATE EVENT TRIGGER imgembed_forget_dropped_tables ON sql_drop EXECUTE FUNCTION imgembed.forget_dropped_tables();
