@@ -38,6 +38,11 @@ class UnsafeDirectory(Exception):
     """The cache directory is not one only the server's user controls."""
 
 
+def is_private_file(info: os.stat_result) -> bool:
+    """A regular file of the server's user that only it may read (what both caches write)."""
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600
+
+
 def _identity(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
@@ -113,8 +118,7 @@ class ModelFileCache:
             self._remove(dir_fd, name)
             return None
         info = os.fstat(fd)
-        good = (stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
-                and stat.S_IMODE(info.st_mode) == 0o600 and info.st_size == size)
+        good = is_private_file(info) and info.st_size == size
         if good and self._verified.get(sha256) != _identity(info):
             good = _sha256_of(fd) == sha256
             if good:

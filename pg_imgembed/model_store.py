@@ -16,7 +16,6 @@ from .embedded_tables import tables_using
 from .errors import (
     DimensionMismatch,
     DuplicateModel,
-    InvalidConfig,
     ModelInUse,
     ModelPermissionDenied,
     NoDefaultModel,
@@ -27,7 +26,7 @@ from .errors import (
 from .model_config import ModelConfig, parse_config
 from .pipeline_spec import read_derived_from
 from .settings import Settings
-from .templates import UnknownTemplate, expand_template
+from .templates import expand_template
 from .text_config import parse_text_config
 
 _COLUMNS = "name, sha256, bytes, dimensions, config::text AS config, generation"
@@ -250,9 +249,4 @@ def model_permission_denied(name: str, role: str) -> ModelPermissionDenied:
 
 def read_config(config_json: str | None) -> ModelConfig | None:
     """A config as given to load_model: our spelling, a Hugging Face processor config, or a template."""
-    if config_json is None:
-        return None
-    try:
-        return parse_config(expand_template(json.loads(config_json)))
-    except UnknownTemplate as exc:
-        raise InvalidConfig(str(exc)) from None
+    return None if config_json is None else parse_config(expand_template(json.loads(config_json)))

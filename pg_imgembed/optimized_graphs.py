@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .model_file_cache import is_private_file
+
 FORMAT = 1
 LEVEL = "ORT_ENABLE_ALL"
 FILES = ("graph.onnx", "graph.data")  # graph.data: absent when every weight is tiny
@@ -200,21 +202,24 @@ class OptimizedGraphs:
                 _remove_tree(dir_fd, name)
 
 
-def _own_file_stat(dir_fd: int, name: str) -> os.stat_result:
-    """Stat of a regular 0600 file of the server's user, opened without following links."""
+def _open_own_file(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
+    """An fd and stat of a private regular file of the server's user, opened without following links."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    try:
-        info = os.fstat(fd)
-    finally:
+    info = os.fstat(fd)
+    if not is_private_file(info):
         os.close(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o600:
         raise ValueError(f"{name} is not a private regular file")
+    return fd, info
+
+
+def _own_file_stat(dir_fd: int, name: str) -> os.stat_result:
+    fd, info = _open_own_file(dir_fd, name)
+    os.close(fd)
     return info
 
 
 def _read_own_file(dir_fd: int, name: str) -> bytes:
-    _own_file_stat(dir_fd, name)
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    fd, _ = _open_own_file(dir_fd, name)
     with os.fdopen(fd, "rb") as f:
         return f.read(1 << 20)
 

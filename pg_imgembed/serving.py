@@ -69,7 +69,7 @@ class Serving:
 
     def text_model(self, store: ModelStore, stored: StoredTextModel, settings: Settings) -> TextModel:
         """The ready text tower of a model family (its own cache: names are shared with image towers)."""
-        key = ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads, settings.execution_provider)
+        key = text_key(stored, settings)
 
         def load() -> TextModel:
             tokenizer = store.text_bytes(stored.sha256, "tokenizer")
@@ -175,7 +175,7 @@ class Serving:
         """A text's vector (the family's text tower) as pgvector text."""
         stored = store.lookup_text(name)
         model = self.text_model(store, stored, settings)
-        memo = (ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, model.threads, settings.execution_provider), settings)
+        memo = (text_key(stored, settings), settings)
         if self._last is not None and self._last[0] == memo and self._last[1] == text:
             return self._last[2]
         vector_text = vector_to_text(model.embed([text])[0])
@@ -193,3 +193,8 @@ class Serving:
             raise
         self.images_embedded += sum(v is not None for v in vectors)
         return [vector_to_text(v) if v is not None else None for v in vectors]
+
+
+def text_key(stored: StoredTextModel, settings: Settings) -> ModelKey:
+    """What determines a text tower's session: its ONNX and its tokenizer, config, threads, provider."""
+    return ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads, settings.execution_provider)

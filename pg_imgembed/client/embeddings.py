@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +37,10 @@ COLUMN_MODEL = """SELECT coalesce(
     (SELECT model FROM imgembed.vector_lineage WHERE tbl = %(table)s::regclass AND vector_column = %(column)s)) AS model"""
 
 
+# The vector type of each connection, looked up once rather than at every call.
+VECTOR_TYPES: weakref.WeakKeyDictionary[psycopg.Connection[Any], TypeInfo] = weakref.WeakKeyDictionary()
+
+
 class NumpyVectorLoader(Loader):
     format = Format.BINARY
 
@@ -60,10 +65,13 @@ def image_bytes(image: bytes | bytearray | memoryview | str | os.PathLike[str] |
 def vector_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:
     """A cursor whose vector (and vector[]) values arrive as numpy arrays; the connection's own
     adapters are left as they are."""
-    cur = conn.cursor(row_factory=dict_row)
-    info = TypeInfo.fetch(conn, "vector")
+    info = VECTOR_TYPES.get(conn)
     if info is None:
-        raise InvalidConfig("the vector type is not installed in this database", hint="CREATE EXTENSION pg_imgembed CASCADE")
+        info = TypeInfo.fetch(conn, "vector")
+        if info is None:
+            raise InvalidConfig("the vector type is not installed in this database", hint="CREATE EXTENSION pg_imgembed CASCADE")
+        VECTOR_TYPES[conn] = info
+    cur = conn.cursor(row_factory=dict_row)
     info.register(cur)  # vector[] as lists of its elements
     cur.adapters.register_loader(info.oid, NumpyVectorLoader)
     return cur
