@@ -5,6 +5,7 @@ in it equals what the model lineage names gives for the row's image. The table b
 that is not a superuser, which writes and backfills; a superuser manages the model.
 """
 
+import json
 import threading
 import time
 import uuid
@@ -186,3 +187,27 @@ def wait_until(conn, query, expected, seconds=30):
     while conn.execute(query).fetchone()[0] != expected:
         assert time.monotonic() < deadline, query
         time.sleep(0.05)
+
+
+def test_a_long_open_transaction_delays_a_replacement_only_as_long_as_lock_timeout(conn, dsn):
+    """Any role can take the model's advisory lock (advisory locks are not privileged) or call
+    lock_model in a transaction it leaves open; that is what writers do too. A replacement then
+    waits for it, as long as the administrator's lock_timeout allows, and changes nothing."""
+    load_tiny(conn)
+    name = f"idle_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN")
+    try:
+        conn.execute("SELECT imgembed.revoke_model_usage('tiny', 'PUBLIC')")  # it may not even use the model
+        (generation,) = conn.execute("SELECT generation FROM imgembed.models WHERE name = 'tiny'").fetchone()
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=name)) as idle:  # a transaction left open
+            idle.execute("SELECT pg_advisory_xact_lock_shared(imgembed.model_lock_key('tiny'))")
+            with psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=300") as admin:
+                err = sql_error(admin, "SELECT imgembed.load_model('tiny', %s, %s::jsonb, replace => true)",
+                                (onnx_models.conv_net(), json.dumps(NEW_CONFIG)))
+                assert err.sqlstate == "55P03"  # lock_not_available
+            idle.rollback()
+        assert conn.execute("SELECT generation FROM imgembed.models WHERE name = 'tiny'").fetchone() == (generation,)
+        load_model(conn, "tiny", onnx_models.conv_net(), NEW_CONFIG, replace=True)  # once it ends, at once
+        assert conn.execute("SELECT generation FROM imgembed.models WHERE name = 'tiny'").fetchone() != (generation,)
+    finally:
+        conn.execute(f"DROP ROLE {name}")
