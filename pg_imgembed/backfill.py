@@ -24,7 +24,7 @@ import numpy as np
 from . import lineage
 from .batch import embed_many
 from .database import PlpyDatabase
-from .embedded_tables import column_type, primary_key, record_error
+from .embedded_tables import check_owner_may_use, column_type, primary_key, record_error
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, InvalidConfig, ModelReplaced
 from .model_store import ModelStore, StoredModel
@@ -37,11 +37,13 @@ NOTICE_EVERY_S = 1.0
 
 
 def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str, image_column: str, vector_column: str,
-             model: str | None, batch_size: int | None, on_error: str | None) -> int:
+             model: str | None, batch_size: int | None, on_error: str | None, why: str) -> int:
     """Returns the number of rows embedded by the NULL pass. ``model`` is the one the column is
-    bound to (its trigger's, else the one lineage records); None: the default model."""
+    bound to (its trigger's, else the one lineage records); None: the default model. ``why`` says
+    where the model came from, in the first NOTICE."""
     store = ModelStore(db)
     stored = check_target(db, store, table, image_column, vector_column, model, on_error)
+    db.plpy.notice(f'backfill {table}.{vector_column}: model "{stored.name}" ({why})')
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
     embedder = serving.model(store, stored, settings)
@@ -79,7 +81,8 @@ class Run:
     def hold_model(self) -> None:
         """Hold the model FOR SHARE until the batch commits (taken before the batch's rows, so a
         replacement waiting on it cannot deadlock with writers of those rows); one replaced since
-        the run started ends it."""
+        the run started ends it, and so does a grant revoked from the table's owner."""
+        check_owner_may_use(self.db, self.table, self.stored.name)
         current = self.store.lookup_for_writing(self.stored.name)
         if current.generation != self.stored.generation:
             raise ModelReplaced(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .database import Database
+from .errors import PermissionDenied
 
 # regclassin, unlike the text cast, takes an oid as well as a name.
 REGCLASS = "pg_catalog.regclassin($1::pg_catalog.text::pg_catalog.cstring)"
@@ -40,6 +41,17 @@ def bound_trigger(db: Database, table: str, vector_column: str) -> EmbeddingTrig
     rows = db.rows(f"{_TRIGGERS} WHERE tbl OPERATOR(pg_catalog.=) {REGCLASS} AND vector_column OPERATOR(pg_catalog.=) $2",
                    ["text", "name"], [str(table), vector_column])
     return EmbeddingTrigger(**rows[0]) if rows else None
+
+
+def check_owner_may_use(db: Database, table: str, model: str) -> None:
+    """Every path that embeds for a table checks this when it embeds (the sync trigger, in
+    PL/pgSQL, too): a grant revoked from the table's owner stops the next row or batch."""
+    row = db.rows(f"SELECT imgembed.owner_may_use_model({REGCLASS}, $2) AS ok, {REGCLASS}::pg_catalog.text AS name, "
+                  f"(SELECT c.relowner::pg_catalog.regrole::pg_catalog.text FROM pg_catalog.pg_class c "
+                  f"WHERE c.oid OPERATOR(pg_catalog.=) {REGCLASS}) AS owner", ["text", "text"], [str(table), model])[0]
+    if not row["ok"]:
+        raise PermissionDenied(f'the owner of table {row["name"]} may not use model "{model}"',
+                               hint=f"A model administrator can allow it: SELECT imgembed.grant_model_usage('{model}', '{row['owner']}');")
 
 
 def tables_using(db: Database, model: str) -> list[str]:

@@ -145,8 +145,8 @@ class ModelStore:
         from .pipeline import prepare_pipeline  # builds with the onnx package: off the embedding path
 
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
-        # Queue behind the writers holding the model (and ahead of new ones): see imgembed.model_lock_key.
-        self.db.rows("SELECT pg_catalog.pg_advisory_xact_lock(imgembed.model_lock_key($1)) AS locked", ["text"], [name])
+        # Queue behind the writers holding the model (and ahead of new ones): see imgembed._lock_model.
+        self.db.rows("SELECT imgembed._lock_model($1, true) AS locked", ["text"], [name])
         existing = self.db.rows(_BY_NAME, ["text"], [name])
         if existing and not replace:
             raise DuplicateModel(
@@ -182,7 +182,7 @@ class ModelStore:
             json.dumps(derived) if (derived := read_derived_from(model.session)) is not None else None,
         ])
         if grant_public and not existing:  # a replacement keeps the model's grants
-            self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 'PUBLIC') ON CONFLICT DO NOTHING",
+            self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 0) ON CONFLICT DO NOTHING",
                          ["text"], [name])
         return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1 AND modality = 'image'", ["text"], [name])
 

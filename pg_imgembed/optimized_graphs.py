@@ -37,7 +37,8 @@ from pathlib import Path
 
 from .model_file_cache import is_private_file
 
-FORMAT = 1
+# 2: graphs are only made from models checked to be self-contained (0.4.0); older ones are made again.
+FORMAT = 2
 LEVEL = "ORT_ENABLE_ALL"
 FILES = ("graph.onnx", "graph.data")  # graph.data: absent when every weight is tiny
 ENTRY = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<key>[0-9a-f]{24})\.graph$")

@@ -125,21 +125,29 @@ class Server:
     @sql_function
     def backfill(self, table: str, image_column: str, vector_column: str, model: str | None,
                  batch_size: int | None, on_error: str | None, switch_model: bool | None) -> None:
-        """Model and on_error default to those of the column's trigger (model: else lineage's)."""
+        """Model and on_error default to those of the column's trigger (model: else lineage's, if
+        that model still exists; else the default model)."""
         trigger = bound_trigger(self.db, table, vector_column)
-        bound = trigger.model if trigger is not None else lineage.recorded_model(self.db, table, vector_column)
+        recorded = None if trigger is not None else lineage.recorded_model(self.db, table, vector_column)
+        if recorded is not None and not self.db.rows("SELECT 1 AS found FROM imgembed.models WHERE name = $1", ["text"], [recorded]):
+            recorded = None  # dropped since: nothing binds the column any more
+        bound = trigger.model if trigger is not None else recorded
         if model is not None and bound is not None and model != bound:
             if not switch_model:
+                binding = "the column's trigger" if trigger is not None else "the column's lineage"
                 raise BoundModelMismatch(
                     f'column {vector_column} of {table} is bound to model "{bound}", not "{model}"',
-                    hint=f'Leave model out to backfill with "{bound}", or pass switch_model => true to bind the '
-                    f'column\'s trigger to "{model}" and re-embed every row with it.')
+                    hint=f'Leave model out to backfill with "{bound}", or pass switch_model => true to re-embed every row '
+                    f'with "{model}" (and bind {binding} to it).')
             if trigger is not None:
                 self._bind(table, image_column, vector_column, model, trigger.on_error, trigger.mode)
         if on_error is None:
             on_error = trigger.on_error if trigger is not None else "error"
+        why = ("named" if model is not None else "the column's trigger" if trigger is not None
+               else "recorded in the column's lineage" if recorded is not None
+               else "the default model: the column has no embedding trigger")
         backfill(self.db, self.serving, self.settings(), table, image_column, vector_column,
-                 model if model is not None else bound, batch_size, on_error)
+                 model if model is not None else bound, batch_size, on_error, why)
 
     # ------------------------------------------------------------ models
 

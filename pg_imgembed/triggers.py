@@ -1,11 +1,15 @@
 """Embedding triggers: checks at creation and the DDL they run.
 
-Two BEFORE row triggers per vector column call ``imgembed.embedding_trigger(image_column,
-vector_column, model, on_error)`` (sync; PL/pgSQL, sql/idempotent/triggers.sql) or the table's
-generated enqueue function (async): one on INSERT, one on ``UPDATE OF image_column`` with
-``WHEN (OLD.img IS DISTINCT FROM NEW.img)``, so an UPDATE that leaves the image alone never
-reaches Python. The model is bound by name when the trigger is created (the default model at
-that moment if none is named), so changing the default later cannot change a column's vectors.
+Two BEFORE row triggers per vector column call ``imgembed.embedding_trigger()`` (sync; PL/pgSQL,
+sql/idempotent/triggers.sql) or ``imgembed.enqueue_embedding()`` (async; sql/idempotent/queue.sql):
+one on INSERT, one on ``UPDATE OF image_column`` with ``WHEN (OLD.img IS DISTINCT FROM NEW.img)``,
+so an UPDATE that leaves the image alone never reaches Python. The model is bound by name when the
+trigger is created (the default model at that moment if none is named), so changing the default
+later cannot change a column's vectors.
+
+What binds a column is the row this module writes into ``imgembed.bindings`` (only the table's
+owner may, for a model the owner may use): both trigger functions read their model and columns
+from there, so a trigger attached by hand embeds nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import hashlib
 from typing import Any
 
 from .database import PlpyDatabase
-from .embedded_tables import primary_key
-from .errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, UndefinedColumn, UndefinedTrigger
+from .embedded_tables import check_owner_may_use, primary_key
+from .errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, PermissionDenied, UndefinedColumn, UndefinedTrigger
 from .model_store import ModelStore, StoredModel
 
 ON_ERROR = ("error", "null")
@@ -62,6 +66,7 @@ def check_target(db: PlpyDatabase, store: ModelStore, table: str | None, image_c
             "the vector column must be pgvector's vector or halfvec"
         )
     stored = store.lookup(model)
+    check_owner_may_use(db, table, stored.name)
     if vector["typmod"] > 0 and vector["typmod"] != stored.dimensions:
         raise DimensionMismatch(
             f'column "{vector_column}" of table {table} is {vector["typname"]}({vector["typmod"]}) but model "{stored.name}" '
@@ -85,16 +90,32 @@ def create(db: PlpyDatabase, store: ModelStore, table: str | None, image_column:
     # check_target refused NULLs and unknown on_error values
     assert table is not None and image_column is not None and vector_column is not None and on_error is not None
     relid = relation_oid(db, table)
-    insert_name, update_name = (plpy.quote_ident(n) for n in trigger_names(vector_column))
+    if not db.rows("SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') AS ok FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                   ["oid"], [relid])[0]["ok"]:
+        raise PermissionDenied(f"only the owner of table {table} may bind its columns to a model")
+    if mode == "async" and not primary_key(db, str(relid)):
+        raise InvalidConfig(f"async embedding of {table} needs a primary key to find rows again",
+                            hint="Add a primary key, or use mode => 'sync'.")
+    names = trigger_names(vector_column)
+    insert_name, update_name = (plpy.quote_ident(n) for n in names)
     img = plpy.quote_ident(image_column)
     _drop_triggers(db, relid, table, vector_column)
-    # Both kinds carry the same arguments, so model_store.embedding_triggers() finds either.
+    db.rows("INSERT INTO imgembed.bindings (tbl, vector_column, image_column, model, on_error, mode, triggers) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tbl, vector_column) DO UPDATE SET "
+            "image_column = EXCLUDED.image_column, model = EXCLUDED.model, on_error = EXCLUDED.on_error, "
+            "mode = EXCLUDED.mode, triggers = EXCLUDED.triggers, created_by = EXCLUDED.created_by, created_at = pg_catalog.now()",
+            ["oid", "name", "name", "text", "text", "text", "name[]"],
+            [relid, vector_column, image_column, stored.name, on_error, mode, list(names)])
+    # The arguments only name the column for people reading \d; the binding is what counts.
     args = ", ".join(plpy.quote_literal(a) for a in (image_column, vector_column, stored.name, on_error))
-    if mode == "async":
-        call = f"{create_enqueue_function(db, relid, table, image_column, vector_column, stored.name)}({args})"
-    else:
-        call = f"imgembed.embedding_trigger({args})"
+    call = f"imgembed.{'enqueue_embedding' if mode == 'async' else 'embedding_trigger'}({args})"
+    if mode == "sync":
         _drop_jobs(db, relid, table, vector_column)
+    vector = _column(db, relid, table, vector_column)
+    if vector["typmod"] <= 0:
+        plpy.warning(f'column "{vector_column}" of {table} has no dimension: no HNSW or IVFFlat index can be built on it',
+                     hint=f"ALTER TABLE {table} ALTER COLUMN {plpy.quote_ident(vector_column)} TYPE "
+                          f"{vector['typname']}({stored.dimensions});")
     plpy.execute(f"CREATE TRIGGER {insert_name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {call}")
     store_uncompressed(db, relid, table, image_column)
     plpy.execute(
@@ -117,60 +138,17 @@ def store_uncompressed(db: PlpyDatabase, relid: int, table: str, image_column: s
                     "image formats are compressed already")
 
 
-def enqueue_function(db: PlpyDatabase, relid: int, vector_column: str) -> str:
-    """Lives in the table's schema, where its owner may create it (a table can only be created in,
-    or given to an owner with, CREATE on its schema), not in imgembed, where it may not."""
-    plpy = db.plpy
-    schema = plpy.execute(plpy.prepare(
-        "SELECT relnamespace::pg_catalog.regnamespace::text AS s FROM pg_catalog.pg_class WHERE oid = $1",
-        ["oid"]), [relid])[0]["s"]
-    return f"{schema}.imgembed_enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
-
-
-def create_enqueue_function(db: PlpyDatabase, relid: int, table: str, image_column: str, vector_column: str,
-                            model: str) -> str:
-    """A PL/pgSQL trigger function for one table and column: the insert pays for one queue upsert,
-    with the key columns spelled out (no Python, no dynamic SQL per row). It runs as the writer,
-    whom imgembed.queue's policy lets add and re-queue jobs and nothing else."""
-    plpy = db.plpy
-    keys = primary_key(db, str(relid))
-    if not keys:
-        raise InvalidConfig(f"async embedding of {table} needs a primary key to find rows again",
-                            hint="Add a primary key, or use mode => 'sync'.")
-    q, lit = plpy.quote_ident, plpy.quote_literal
-    row_key = "pg_catalog.jsonb_build_object(" + ", ".join(f"{lit(k)}, NEW.{q(k)}" for k in keys) + ")"
-    name = enqueue_function(db, relid, vector_column)
-    plpy.execute(f"""
-        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
-        BEGIN
-            -- The old vector belongs to the old image. Assigning to NEW makes PL/pgSQL copy the
-            -- whole row, image included (640x480 INSERT: 1.28x -> 1.03x a plain one), so only when needed.
-            IF NEW.{q(vector_column)} IS NOT NULL THEN
-                NEW.{q(vector_column)} := NULL;
-            END IF;
-            IF NEW.{q(image_column)} IS NOT NULL THEN
-                INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key)
-                VALUES (TG_RELID, {lit(image_column)}, {lit(vector_column)}, {lit(model)}, {row_key})
-                ON CONFLICT (tbl, vector_column, row_key) DO UPDATE
-                   SET enqueued_at = clock_timestamp(), attempts = 0, not_before = '-infinity',
-                       last_error = NULL, model = EXCLUDED.model;
-            END IF;
-            RETURN NEW;
-        END $f$""")
-    plpy.execute(f"COMMENT ON FUNCTION {name}() IS {lit(f'queues {table}.{vector_column} for pg-imgembed worker')}")
-    return name
-
-
 def drop(db: PlpyDatabase, table: str, vector_column: str) -> None:
     relid = relation_oid(db, table)
     if not _drop_triggers(db, relid, table, vector_column):
         raise UndefinedTrigger(f'table {table} has no embedding trigger for column "{vector_column}"')
+    db.rows("DELETE FROM imgembed.bindings WHERE tbl = $1 AND vector_column = $2", ["oid", "name"], [relid, vector_column])
     _drop_jobs(db, relid, table, vector_column)
 
 
 def _drop_triggers(db: PlpyDatabase, relid: int, table: str, vector_column: str) -> bool:
-    """Drop the column's triggers and its enqueue function, if any (without NOTICEs about what
-    is not there); returns whether there was a trigger."""
+    """Drop the column's triggers, if any (without NOTICEs about what is not there); returns
+    whether there was a trigger."""
     plpy = db.plpy
     found = plpy.execute(
         plpy.prepare("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2)", ["oid", "text[]"]),
@@ -178,13 +156,6 @@ def _drop_triggers(db: PlpyDatabase, relid: int, table: str, vector_column: str)
     )
     for row in found:
         plpy.execute(f"DROP TRIGGER {plpy.quote_ident(row['tgname'])} ON {table}")
-    suffix = f"enqueue_{relid}_{hashlib.sha256(vector_column.encode()).hexdigest()[:8]}"
-    functions = plpy.execute(plpy.prepare(
-        "SELECT p.oid::pg_catalog.regprocedure::text AS f FROM pg_catalog.pg_proc p "
-        "WHERE p.proname = 'imgembed_' || $1 OR (p.proname = $1 AND p.pronamespace = 'imgembed'::pg_catalog.regnamespace)",
-        ["text"]), [suffix])  # the second: where 0.1.0 created them
-    for row in functions:
-        plpy.execute(f"DROP FUNCTION {row['f']}")
     return found.nrows() > 0
 
 

@@ -22,10 +22,22 @@
 
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "access/parallel.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 PG_MODULE_MAGIC;
 
@@ -48,6 +60,15 @@ static int	execution_provider = 0;
  * imgembed.load_settings() refuses to start pg_imgembed in this session.
  */
 static const char *refused_connection_option = NULL;
+
+/*
+ * True while _PG_init defines the settings. PostgreSQL then applies the values that were set
+ * while they were placeholders, in whatever context first loads the library: possibly inside a
+ * superuser's SECURITY DEFINER function, where superuser() answers for the function's owner,
+ * not for the role that set the value. So a raised limit is then judged by the session's outer
+ * role (the login role, or the one SET ROLE chose), which is who ran SET or gave the option.
+ */
+static bool defining_settings = false;
 
 static const struct config_enum_entry execution_providers[] = {
 	{"auto", 0, false},
@@ -79,8 +100,9 @@ effective_threads(int value)
 static bool
 limit_allowed(const char *name, int current, int wanted, GucSource source)
 {
-	if (source <= PGC_S_DATABASE_USER || source == PGC_S_OVERRIDE || InitializingParallelWorker ||
-		superuser())
+	if (source <= PGC_S_DATABASE_USER || source == PGC_S_OVERRIDE || InitializingParallelWorker)
+		return true;
+	if (defining_settings ? superuser_arg(GetOuterUserId()) : superuser())
 		return true;
 	if (source == PGC_S_CLIENT)
 		refused_connection_option = name;
@@ -133,6 +155,7 @@ check_decode_buffer_mb(int *newval, void **extra, GucSource source)
 void
 _PG_init(void)
 {
+	defining_settings = true;
 	DefineCustomStringVariable("imgembed.runtime_dir",
 							   "Directory of the server's Python runtime (superuser only).",
 							   "Empty: where make install put it.",
@@ -173,6 +196,7 @@ _PG_init(void)
 							 NULL, &execution_provider, 0, execution_providers, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("imgembed");
+	defining_settings = false;
 }
 
 PG_FUNCTION_INFO_V1(imgembed_load_settings);
@@ -190,4 +214,172 @@ imgembed_load_settings(PG_FUNCTION_ARGS)
 				 errhint("Reconnect without -c %s in the connection options (PGOPTIONS); "
 						 "within a session any role may lower it with SET.", refused_connection_option)));
 	PG_RETURN_VOID();
+}
+
+/*
+ * Acting for someone else, safely.
+ *
+ * A SECURITY DEFINER function cannot see who called it, and a role's own code must never run with
+ * a worker's or the extension owner's privileges. These functions are not SECURITY DEFINER: they
+ * check the calling role first (GetUserId() is the caller), then run one fixed statement as the
+ * role that must answer for it, the way PostgreSQL itself runs a table owner's index expressions
+ * during VACUUM (SECURITY_RESTRICTED_OPERATION: no SET ROLE, no temporary objects), and switch
+ * back. An error on the way aborts the (sub)transaction, which restores the caller.
+ */
+
+/* Runs `query` with the given arguments as `role`; returns the first column of its one row,
+ * copied into the caller's memory (NULL: *isnull). */
+static Datum
+run_as(Oid role, const char *query, int nargs, Oid *argtypes, Datum *values, const char *nulls,
+	   bool *isnull)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	Datum		result = (Datum) 0;
+	MemoryContext caller_context = CurrentMemoryContext;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	/*
+	 * The search_path a role's own session starts with, not the caller's: the caller's could
+	 * point the owner's unqualified names (in its triggers, say) at objects the caller made.
+	 * Everything of the extension's qualifies its names or pins its own.
+	 */
+	(void) set_config_option("search_path", "\"$user\", public", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(query, nargs, argtypes, values, nulls, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "pg_imgembed: \"%s\" returned no row", query);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	if (!*isnull)
+	{
+		Oid			type = SPI_gettypeid(SPI_tuptable->tupdesc, 1);
+		int16		typlen;
+		bool		typbyval;
+		MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+
+		get_typlenbyval(type, &typlen, &typbyval);
+		result = datumCopy(result, typbyval, typlen);
+		MemoryContextSwitchTo(spi_context);
+	}
+	SPI_finish();
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return result;
+}
+
+static Oid
+table_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+						errmsg("pg_imgembed: table with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * The worker's reads and writes of a user table: imgembed._owner_read/_owner_write, run as the
+ * table's owner, so whatever the owner defined on the table (triggers, rules, defaults, domains,
+ * policies) runs with the owner's privileges, and a worker needs no grant on any user table.
+ * Only members of imgembed_worker may ask; the functions themselves touch only tables whose owner
+ * bound them for async embedding (imgembed.bindings).
+ */
+static Datum
+worker_call(FunctionCallInfo fcinfo, const char *query)
+{
+	Oid			worker_role = get_role_oid("imgembed_worker", false);
+	Oid			argtypes[3] = {REGCLASSOID, NAMEOID, JSONBOID};
+	Datum		values[3];
+	bool		isnull;
+	Datum		result;
+
+	if (!has_privs_of_role(GetUserId(), worker_role))
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("pg_imgembed: role \"%s\" may not process embedding jobs: it is not a member of imgembed_worker",
+							   GetUserNameFromId(GetUserId(), false)),
+						errhint("GRANT imgembed_worker TO %s;", GetUserNameFromId(GetUserId(), false))));
+	/* declared STRICT: no argument is NULL */
+	for (int i = 0; i < 3; i++)
+		values[i] = PG_GETARG_DATUM(i);
+	result = run_as(table_owner(PG_GETARG_OID(0)), query, 3, argtypes, values, NULL, &isnull);
+	if (isnull)
+		PG_RETURN_NULL();
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(imgembed_worker_read);
+Datum
+imgembed_worker_read(PG_FUNCTION_ARGS)
+{
+	return worker_call(fcinfo, "SELECT imgembed._owner_read($1, $2, $3)");
+}
+
+PG_FUNCTION_INFO_V1(imgembed_worker_write);
+Datum
+imgembed_worker_write(PG_FUNCTION_ARGS)
+{
+	return worker_call(fcinfo, "SELECT imgembed._owner_write($1, $2, $3)");
+}
+
+/*
+ * imgembed._lock_model(model, exclusive): the lock that orders writers of embedded columns
+ * (shared) and replacements of the model (exclusive), held until the transaction ends.
+ *
+ * A heavyweight lock on an object no SQL command names (class: imgembed.model_store, object: a
+ * hash of the model's name): its queue is fair, so a stream of writers cannot starve a waiting
+ * replacement, and unlike an advisory lock no role can take it by hand. Only roles that may use
+ * the model (shared) or administer models (exclusive) take it, so a role without usage cannot
+ * delay the model's writers or its administrator. Shared also holds the model's row FOR SHARE
+ * (as the extension's owner: the lock needs UPDATE on the table), which makes a REPEATABLE READ
+ * writer whose snapshot predates a replacement fail to serialize. Returns the model's generation,
+ * NULL where the role may not take the lock or the model does not exist.
+ */
+PG_FUNCTION_INFO_V1(imgembed_lock_model);
+Datum
+imgembed_lock_model(PG_FUNCTION_ARGS)
+{
+	text	   *model = PG_GETARG_TEXT_PP(0);
+	bool		exclusive = PG_GETARG_BOOL(1);
+	Oid			store = get_relname_relid("model_store", get_namespace_oid("imgembed", false));
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {PointerGetDatum(model)};
+	bool		isnull;
+	Datum		allowed;
+	Datum		generation;
+
+	/* as the caller: may it take this lock? */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(exclusive ? "SELECT pg_catalog.has_table_privilege('imgembed.model_store', 'UPDATE')"
+							  : "SELECT imgembed.has_model_usage($1)",
+							  exclusive ? 0 : 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "pg_imgembed: privilege check returned no row");
+	allowed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+	if (isnull || !DatumGetBool(allowed))
+		PG_RETURN_NULL();
+
+	LockDatabaseObject(store, (Oid) DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(model),
+																   VARSIZE_ANY_EXHDR(model))),
+					   0, exclusive ? ExclusiveLock : ShareLock);
+	if (exclusive)
+		PG_RETURN_NULL();
+	generation = run_as(table_owner(store), "SELECT m.generation FROM imgembed.model_store m WHERE m.name = $1 FOR SHARE",
+						1, argtypes, values, NULL, &isnull);
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(generation);
 }

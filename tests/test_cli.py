@@ -315,3 +315,65 @@ def test_worker_refuses_packages_that_differ_from_the_servers(dsn, conn, monkeyp
                    f"hint: Install the server's versions (pip install 'onnxruntime=={real['onnxruntime']}'), "
                    "or start with --allow-version-mismatch if vectors may differ from img_embedding's.\n")
     assert cli_module.main(["worker", "--dsn", dsn, "--once", "--allow-version-mismatch"]) == 0
+
+
+def test_backfill_says_first_which_model_and_why(dsn, conn):
+    backfill_table(conn, rows=2)  # no trigger, no lineage: the default model
+    done = cli(dsn, "backfill", "items", "photo", "embedding")
+    assert done.stderr.splitlines()[0] == ('notice: backfill items.embedding: model "tiny" '
+                                           "(the default model: the column has no embedding trigger)")
+    conn.execute("SELECT imgembed.load_model('other', %s, %s::jsonb)", (onnx_models.conv_net(), json.dumps(TINY_CONFIG)))
+    conn.execute("SELECT imgembed.set_default_model('other')")
+    conn.execute("UPDATE items SET embedding = NULL")
+    done = cli(dsn, "backfill", "items", "photo", "embedding")  # lineage now names tiny
+    assert done.stderr.splitlines()[0] == 'notice: backfill items.embedding: model "tiny" (recorded in the column\'s lineage)'
+    refused = cli(dsn, "backfill", "items", "photo", "embedding", "--model", "other", ok=False)
+    assert "hint: Leave model out to backfill with \"tiny\", or pass --switch-model to re-embed every row with \"other\" " \
+           "(and bind the column's lineage to it).\n" in refused.stderr
+    conn.execute("SELECT imgembed.drop_model('tiny')")  # lineage names a model that is gone: the default, said so
+    conn.execute("UPDATE items SET embedding = NULL")
+    done = cli(dsn, "backfill", "items", "photo", "embedding")
+    assert done.stderr.splitlines()[0] == ('notice: backfill items.embedding: model "other" '
+                                           "(the default model: the column has no embedding trigger)")
+
+
+def test_hints_and_offline_commands_speak_the_cli(dsn, conn, onnx_file):
+    done = cli(dsn, "backfill", "nosuch_table_either", "photo", "embedding", ok=False)
+    assert "pg_imgembed" not in done.stderr
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+    done = cli(dsn, "backfill", "items", "photo", "embedding", "--model", "nosuch", ok=False)
+    assert done.stderr.endswith("Load one with pg-imgembed models load NAME MODEL.onnx.\n"), done.stderr
+    done = cli(dsn, "backfill", "items", "photo", "embedding", ok=False)
+    assert "make one the default: pg-imgembed models load NAME MODEL.onnx --default." in done.stderr
+    for command in (("models", "build"), ("models", "catalog"), ("models", "templates")):
+        assert "--dsn" not in bare(*command, "--help").stdout
+    assert "--dsn" in bare("models", "load", "--help").stdout
+    gone = bare("--dsn", "host=/nonexistent-socket-dir dbname=x", "models", "list")
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("pg-imgembed: error: cannot reach the database: connection to server on socket")
+    assert gone.stderr.endswith("hint: Check --dsn or the PG* variables (PGHOST, PGPORT, PGDATABASE, PGUSER) "
+                                "and that the server is running.\n")
+
+
+def test_search_on_a_column_that_is_not_a_vector_says_so(conn):
+    from pg_imgembed.client import search
+    from pg_imgembed.errors import InvalidConfig
+
+    load_tiny(conn)
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
+    with pytest.raises(InvalidConfig) as refused:
+        search(conn, "items", "photo", PHOTO)
+    assert refused.value.message == "column \"photo\" of table items has type bytea, not pgvector's vector or halfvec: search compares vectors"
+    with pytest.raises(InvalidConfig) as refused:
+        search(conn, "items", "nosuch", PHOTO)
+    assert refused.value.message == 'column "nosuch" of table items does not exist'
+
+
+def test_a_vector_column_without_dimension_gets_a_warning(conn):
+    load_tiny(conn)
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector)")
+    seen: list[str] = []
+    conn.add_notice_handler(lambda d: seen.append(f"{d.severity_nonlocalized}: {d.message_primary} / {d.message_hint}"))
+    conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding')")
+    assert ('WARNING: column "embedding" of public.items has no dimension: no HNSW or IVFFlat index can be built on it / '
+            "ALTER TABLE items ALTER COLUMN embedding TYPE vector(4);") in seen

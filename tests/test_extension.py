@@ -25,10 +25,17 @@ EXPECTED = {
     "imgembed.drop_model(text)": ("v", True),
     "imgembed.grant_model_usage(text,text)": ("v", True),
     "imgembed.revoke_model_usage(text,text)": ("v", True),
-    "imgembed.check_model_grant(text,text)": ("s", True),
+    "imgembed.check_model_grant(text,text)": ("v", True),
     "imgembed.has_model_usage(text)": ("s", True),
     "imgembed.lock_model(text)": ("v", True),
-    "imgembed.model_lock_key(text)": ("i", True),
+    "imgembed._lock_model(text,boolean)": ("v", True),
+    "imgembed.owner_may_use_model(regclass,text)": ("s", True),
+    "imgembed.enqueue_embedding()": ("v", False),
+    "imgembed.worker_read(regclass,name,jsonb)": ("v", True),
+    "imgembed.worker_write(regclass,name,jsonb)": ("v", True),
+    "imgembed._job_rows(regclass,name)": ("s", False),
+    "imgembed._owner_read(regclass,name,jsonb)": ("v", False),
+    "imgembed._owner_write(regclass,name,jsonb)": ("v", False),
     "imgembed.forget_dropped_tables()": ("v", False),
     "imgembed.load_settings()": ("v", False),
     "imgembed.embedding_triggers()": ("s", False),
@@ -68,20 +75,26 @@ def test_volatility_and_strictness(functions):
     assert {sig: (f[0], f[1]) for sig, f in functions.items()} == EXPECTED
 
 
-# A procedure that commits cannot have SET clauses; backfill qualifies every name instead.
-COMMITS = {"imgembed.backfill(regclass,name,name,text,integer,text,boolean)"}
+# A procedure that commits cannot have SET clauses; backfill qualifies every name instead. The
+# worker's reads and writes run under the search_path worker_read/_write set for the table's
+# owner (a table owner's triggers resolve names as in the owner's own writes), and qualify theirs.
+UNPINNED = {"imgembed.backfill(regclass,name,name,text,integer,text,boolean)",
+            "imgembed._owner_read(regclass,name,jsonb)", "imgembed._owner_write(regclass,name,jsonb)"}
 
 
 def test_every_function_pins_search_path_and_has_a_comment(functions):
     for sig, (_, _, _, config, comment, _) in functions.items():
-        assert config == (None if sig in COMMITS else ["search_path=pg_catalog, pg_temp"]), sig
+        assert config == (None if sig in UNPINNED else ["search_path=pg_catalog, pg_temp"]), sig
         assert comment, sig
 
 
-def test_only_lock_model_and_the_drop_event_trigger_are_security_definer(functions):
-    """FOR SHARE needs UPDATE on the model table; lock_model returns a generation, nothing else.
-    The event trigger deletes only the rows and enqueue functions of the tables just dropped."""
-    assert sorted(sig for sig, f in functions.items() if f[5]) == ["imgembed.forget_dropped_tables()", "imgembed.lock_model(text)"]
+def test_only_these_functions_are_security_definer(functions):
+    """The enqueue trigger adds jobs that writers may not add by hand (it reads the row through
+    field access and output functions only); owner_may_use_model answers one question about
+    another role's grants; the event trigger deletes only the rows of the tables just dropped.
+    Acting as someone else is done in C, after checking the caller (src/pg_imgembed.c)."""
+    assert sorted(sig for sig, f in functions.items() if f[5]) == [
+        "imgembed.enqueue_embedding()", "imgembed.forget_dropped_tables()", "imgembed.owner_may_use_model(regclass,text)"]
 
 
 def test_public_names_live_in_public_internals_in_imgembed(conn):

@@ -78,6 +78,12 @@ with psycopg.connect(sys.argv[1]) as conn:
     assert worker.returncode == 2
     assert worker.stderr.startswith("pg-imgembed: error: the worker computes vectors itself and needs onnxruntime, numpy and Pillow")
     assert worker.stderr.endswith("hint: pip install 'pg_imgembed[worker]' (the server runtime's versions)\n")
+    for given, message in (("missing.onnx", "pg-imgembed: error: missing.onnx: no such file\n"),
+                           (str(client_venv / "photo.jpg"), "pg-imgembed: error: building a pipeline model needs onnx, "
+                                                             "onnxruntime and Pillow (No module named 'PIL')\n")):
+        build = subprocess.run([str(client_venv / "bin" / "pg-imgembed"), "models", "build", given, "-o", "out.onnx"],
+                               capture_output=True, text=True, cwd=client_venv)
+        assert (build.returncode, build.stderr.splitlines(keepends=True)[0]) == (2, message), build.stderr
 
 
 def test_the_worker_extra_pins_the_server_runtime_and_runs(worker_venv, conn, dsn):

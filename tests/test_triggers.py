@@ -94,8 +94,8 @@ def test_on_error_null_keeps_the_row_and_records_the_failure(items):
     items.execute("INSERT INTO items (id, photo) VALUES (1, %s), (2, %s)", (PHOTO, b"garbage"))
     assert stored(items, 1) is not None
     assert stored(items, 2) is None
-    row = items.execute("SELECT table_name, row_key, model, sqlstate, message FROM imgembed.errors").fetchone()
-    assert row == ("public.items", {"id": 2}, "tiny", "22P03",
+    row = items.execute("SELECT tbl::text, row_key, model, sqlstate, message FROM imgembed.errors").fetchone()
+    assert row == ("items", {"id": 2}, "tiny", "22P03",
                    "cannot decode image (7 bytes): not a known image format")
 
 

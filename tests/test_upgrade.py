@@ -25,7 +25,7 @@ from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7"}  # version -> its release commit
+RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7", "0.3.0": "7230877"}  # version -> its release commit
 RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(4)]
 
@@ -139,9 +139,16 @@ def test_a_release_updates_without_losing_anything(released, databases):
                             ).fetchone() == (__version__, __version__)
         assert conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall() == before["models"]
         assert conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall() == before["vectors"]
-        assert conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall() == before["jobs"]
-        assert conn.execute("SELECT table_name, row_key, sqlstate FROM imgembed.errors").fetchall() == before["errors"]
-        assert conn.execute("SELECT model, grantee FROM imgembed.model_usage").fetchall() == [("tiny", "PUBLIC")]
+        # 0.4.0: jobs keep each key value as text (what the enqueue path writes), errors name their
+        # table by oid, grants their role by oid (0: PUBLIC), and the triggers became bindings.
+        assert conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall() == [
+            (table, {k: str(v) for k, v in key.items()}) for table, key in before["jobs"]]
+        assert conn.execute("SELECT 'public.' || tbl::text, row_key, sqlstate FROM imgembed.errors").fetchall() == before["errors"]
+        assert conn.execute("SELECT model, grantee FROM imgembed.model_usage").fetchall() == [("tiny", 0)]
+        assert conn.execute("SELECT tbl::text, vector_column, image_column, model, on_error, mode FROM imgembed.bindings "
+                            "ORDER BY 1").fetchall() == [("items", "embedding", "photo", "tiny", "null", "sync"),
+                                                         ("later", "embedding", "photo", "tiny", "error", "async")]
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname ~ '^(imgembed_)?enqueue_[0-9]'").fetchone() == (0,)
         assert conn.execute("SELECT model, stale FROM imgembed.vector_lineage ORDER BY tbl::text").fetchall() == [
             ("tiny", False), ("tiny", False)]
         # Everything still works: the sync trigger, the queued jobs, a new async insert, backfill.

@@ -35,7 +35,10 @@ from ..templates import TEMPLATES
 from .model_dir import TextTower
 
 # Server hints name SQL arguments; here they are options.
-SQL_TO_CLI = {"replace => true": "--replace", "switch_model => true": "--switch-model"}
+SQL_TO_CLI = {"replace => true": "--replace", "switch_model => true": "--switch-model",
+              "Load one with imgembed.load_model(name, onnx_bytes, config).": "Load one with pg-imgembed models load NAME MODEL.onnx.",
+              "Call imgembed.set_default_model('name'), or name the model: img_embedding(image, 'name').":
+                  "Name a model (--model NAME), or make one the default: pg-imgembed models load NAME MODEL.onnx --default."}
 BACKFILL_NOTICE = re.compile(r"^backfill (?P<what>.+): (?P<done>\d+)/(?P<total>\d+) rows \([\d.]+%\), "
                              r"(?P<rate>[\d.]+) images/s, ETA (?P<eta>\S+)")
 
@@ -130,9 +133,15 @@ def model_source(args: argparse.Namespace) -> tuple[bytes | None, Any, TextTower
 def cmd_build(args: argparse.Namespace) -> None:
     import hashlib
 
-    from ..model_config import parse_config
-    from ..pipeline import prepare_pipeline
-    from ..templates import expand_template
+    if args.onnx and not Path(args.onnx).is_file():  # before the imports a client-only install lacks
+        raise UsageError(f"{args.onnx}: {'not a file' if Path(args.onnx).exists() else 'no such file'}")
+    try:
+        from ..model_config import parse_config
+        from ..pipeline import prepare_pipeline
+        from ..templates import expand_template
+    except ImportError as exc:  # a client-only install
+        raise UsageError(f"building a pipeline model needs onnx, onnxruntime and Pillow ({exc})",
+                         hint="pip install 'pg_imgembed[client,build]'") from None
 
     onnx, config, _ = model_source(args)
     if onnx is None:
@@ -309,8 +318,9 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"pg-imgembed {__version__}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def command(group: Any, name: str, help: str, run: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
-        sub = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common])
+    def command(group: Any, name: str, help: str, run: Callable[[argparse.Namespace], None],
+                connects: bool = True) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common] if connects else [])
         sub.set_defaults(run=run)
         return sub
 
@@ -328,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="JSON", help="the preprocessing config as JSON, or @FILE to read it from a file")
         p.add_argument("--template", choices=sorted(TEMPLATES), help="a named preprocessing template (pg-imgembed models templates)")
 
-    build = command(models, "build", "build a pipeline model file (offline, no database)", cmd_build)
+    build = command(models, "build", "build a pipeline model file (offline, no database)", cmd_build, connects=False)
     sourced(build, with_catalog=False)
     build.add_argument("-o", "--output", required=True, metavar="PIPELINE.onnx", help="where to write the pipeline model")
     load = command(models, "load", "load a model into the database", cmd_load)
@@ -354,8 +364,8 @@ def parser() -> argparse.ArgumentParser:
                           help="further images the report is measured on (default 64; at least 8)")
     quantize.add_argument("--replace", action="store_true", help="replace a model named NEW_NAME")
     command(models, "list", "list the models in the database", cmd_list)
-    command(models, "catalog", "list the preconfigured models", cmd_catalog)
-    command(models, "templates", "list the preprocessing templates", cmd_templates)
+    command(models, "catalog", "list the preconfigured models", cmd_catalog, connects=False)
+    command(models, "templates", "list the preprocessing templates", cmd_templates, connects=False)
 
     backfill = command(commands, "backfill", "embed the rows whose vector is NULL or stale (CALL imgembed.backfill)", cmd_backfill)
     backfill.add_argument("table", metavar="TABLE", help="the table, optionally schema-qualified")
@@ -417,8 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not type(exc).__module__.startswith("psycopg"):
             raise
         diag = getattr(exc, "diag", None)
+        if diag is None or diag.sqlstate is None:  # never reached the server, or lost it
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = re.sub(r"^(connection is bad|connection failed): ", "", reason)
+            return fail(1, f"cannot reach the database: {reason}",
+                        hint="Check --dsn or the PG* variables (PGHOST, PGPORT, PGDATABASE, PGUSER) and that the server is running.")
         # The server's message, detail and hint; not its CONTEXT (a PL/Python traceback).
-        return fail(1, (diag and diag.message_primary) or str(exc).strip(), diag and diag.message_detail, diag and diag.message_hint)
+        return fail(1, diag.message_primary or str(exc).strip(), diag.message_detail, diag.message_hint)
     return 0
 
 

@@ -135,8 +135,18 @@ def nearest(conn: psycopg.Connection[Any], table: str, vector_column: str, funct
     if metric not in DISTANCE_OPERATORS:
         raise InvalidConfig(f"unknown metric {metric!r}: use {', '.join(DISTANCE_OPERATORS)}")
     with vector_cursor(conn) as cur:
-        cur.execute("SELECT %s::regclass::text AS t", (table,))  # validates and quotes a (schema-qualified) name
-        qualified = cur.fetchone()["t"]  # type: ignore[index]
+        # validates and quotes a (schema-qualified) name; the column's type, NULL where there is none
+        cur.execute("SELECT %s::regclass::text AS t, imgembed.column_type(%s::regclass, %s) AS type, "
+                    "(SELECT t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                    " WHERE a.attrelid = %s::regclass AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped) AS typname",
+                    (table, table, vector_column, table, vector_column))
+        found = cur.fetchone()
+        qualified = found["t"]  # type: ignore[index]
+        if found["type"] is None:  # type: ignore[index]
+            raise InvalidConfig(f'column "{vector_column}" of table {qualified} does not exist')
+        if found["typname"] not in ("vector", "halfvec"):  # type: ignore[index]
+            raise InvalidConfig(f'column "{vector_column}" of table {qualified} has type {found["type"]}, '  # type: ignore[index]
+                                "not pgvector's vector or halfvec: search compares vectors")
         if model is None:
             cur.execute(COLUMN_MODEL, {"table": table, "column": vector_column})
             model = cur.fetchone()["model"]  # type: ignore[index]

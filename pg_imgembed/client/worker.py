@@ -7,12 +7,19 @@ on one host or many, share the queue:
 - **claim:** a batch is claimed with ``FOR UPDATE SKIP LOCKED`` and marked with a lease
   (``claimed_until``) in one short transaction. A worker that dies loses nothing: its jobs come
   back when the lease ends.
+- **as the table's owner:** rows are read and vectors written only through
+  ``imgembed.worker_read``/``worker_write``, which act as the table's owner: nothing the owner
+  defined on the table (triggers, rules, defaults, domains) runs with the worker's privileges, and
+  the worker needs no grant on any user table. The job names only the row (its primary key, as
+  the enqueue trigger wrote it); the model and image column come from the binding that
+  ``create_embedding_trigger`` recorded, and the table's owner must still be allowed the model.
 - **write:** the vector is written only if the row's ``xmin`` is still the one that was read.
   If the row changed meanwhile, the job is retried, and a job whose image changed again was
   re-queued in place (newer ``enqueued_at``), so it stays for the newer image.
 - **failure:** an unusable image is permanent: recorded in ``imgembed.errors`` and dropped.
   Anything else (database or inference trouble) is retried with exponential backoff, up to
-  ``--max-attempts``.
+  ``--max-attempts``. A batch that fails is tried again one job at a time, so a failure is
+  charged only to the job that caused it.
 - **SIGTERM/SIGINT:** stop claiming, finish the batch in hand, exit 0.
 - **a role that is not a member of imgembed_worker:** stop at the first claim, exit 2.
 - **packages that compute vectors (onnxruntime, numpy, Pillow) at other versions than the server's
@@ -38,7 +45,7 @@ from typing import Any
 
 from ..batch import embed_many
 from ..decode import keep_buffers
-from ..embedded_tables import bound_trigger, column_type, record_error
+from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
 from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
 from ..model_store import ModelStore
@@ -153,66 +160,73 @@ class Worker:
         pending = list(groups.values())
         for n, group in enumerate(pending):
             try:
-                with conn.transaction():
-                    done, failed = self._process(conn, group)
-                with self._count_lock:
-                    self.done += done
-                    self.failed += failed
+                self._complete_group(conn, group)
             except ProviderUnavailable as exc:  # this host cannot run any job: stop, spend no attempts
                 log.error("%s (%s); stopping", exc.message, exc.hint)
                 self.fatal = exc
                 self.stop.set()
                 self._release(conn, [job.id for rest in pending[n:] for job in rest])
                 return
-            except Exception as exc:  # transient: database, inference, a model being replaced...
-                log.warning("batch of %d jobs failed: %s", len(group), exc)
+
+    def _complete_group(self, conn: Any, group: list[Job]) -> None:
+        import psycopg
+
+        try:
+            with conn.transaction():
+                done, failed = self._process(conn, group)
+            with self._count_lock:
+                self.done += done
+                self.failed += failed
+        except (ProviderUnavailable, psycopg.OperationalError):
+            raise
+        except Exception as exc:  # transient: database, inference, a model being replaced...
+            if len(group) == 1:
+                log.warning("job %d failed: %s", group[0].id, exc)
                 self._retry_later(conn, group, exc)
+                return
+            log.warning("batch of %d jobs failed (%s): trying them one at a time", len(group), exc)
+            for job in group:
+                self._complete_group(conn, [job])
 
     # ------------------------------------------------------------ one table/column/model
 
     def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
         first = jobs[0]
         db = PsycopgDatabase(conn)
-        # The model and image column come from the table's trigger, which only its owner can
-        # create, rather than from the job, which any writer of the table could have edited.
+        # The model and image column come from the binding create_embedding_trigger() recorded,
+        # never from the job.
         trigger = bound_trigger(db, str(first.relid), first.vector_column)
         if trigger is None or trigger.mode != "async":
             log.warning("%s.%s has no async embedding trigger any more: dropping %d jobs",
                         first.tbl, first.vector_column, len(jobs))
             self._finish(conn, jobs)
             return 0, 0
-        image_column, model_name = trigger.image_column, trigger.model
+        model_name = trigger.model
+        check_owner_may_use(db, str(first.relid), model_name)
         gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
                                  (list(SETTING_NAMES),)).fetchall())
         settings = read_settings(gucs.get)
         keep_buffers(settings.decode_buffer_mb)
         model = self._model(db, model_name, settings)
-        keys = list(first.row_key)
-        q = lambda name: '"' + name.replace('"', '""') + '"'
-        pk = ", ".join(f"t.{q(k)}" for k in keys)
-        kk = ", ".join(f"k.{q(k)}" for k in keys)
-        vector_type = column_type(db, str(first.relid), first.vector_column)
+        target = (first.relid, first.vector_column)
         rows = conn.execute(
-            f"SELECT r.n, t.{q(image_column)}, t.xmin::text FROM jsonb_array_elements(%s::jsonb) "
-            f"WITH ORDINALITY AS r(key, n) CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, r.key) k "
-            f"JOIN {first.tbl} t ON ROW({pk}) = ROW({kk})",
-            (json.dumps([j.row_key for j in jobs]),), binary=True).fetchall()
-        found = {n - 1: (image, xmin) for n, image, xmin in rows}
+            "SELECT (r).n, (r).image, (r).row_version::text, (r).row_key::text FROM pg_catalog.unnest("
+            "imgembed.worker_read(%s::oid::regclass, %s, %s::jsonb)) r",
+            (*target, json.dumps([j.row_key for j in jobs])), binary=True).fetchall()
+        found = {n - 1: (image, version) for n, image, version, _ in rows}
+        keys = {n - 1: key for n, _, _, key in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
         vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
-            record_error(db, str(first.relid), json.dumps(jobs[i].row_key), model_name, exc.sqlstate, f"worker: {exc.message}")
-        embedded = [(i, vector) for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
+            record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
+        embedded = [{"n": i, "key": jobs[i].row_key, "vector": vector_to_text(vector), "row_version": found[i][1]}
+                    for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
         # One statement per batch, not per row: workers on other hosts pay a round trip each.
-        written = {n for (n,) in conn.execute(
-            f"UPDATE {first.tbl} t SET {q(first.vector_column)} = v.vec::{vector_type} "
-            "FROM unnest(%s::int[], %s::jsonb[], %s::text[], %s::xid[]) AS v(n, key, vec, xmin) "
-            f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{first.tbl}, v.key) k "
-            f"WHERE ROW({pk}) = ROW({kk}) AND t.xmin = v.xmin RETURNING v.n",
-            ([i for i, _ in embedded], [json.dumps(jobs[i].row_key) for i, _ in embedded],
-             [vector_to_text(v) for _, v in embedded], [found[i][1] for i, _ in embedded])).fetchall()}
+        (written_list,) = conn.execute("SELECT imgembed.worker_write(%s::oid::regclass, %s, %s::jsonb)",
+                                       (*target, json.dumps(embedded))).fetchone()
+        written = set(written_list)
         # Written, failed for good, or nothing left to embed (row gone, image NULL): the job ends.
         # A row that changed since it was read is left for another try with what it holds now.
         ending = [i for i in range(len(jobs)) if i in written or i in failed_at or i not in present]

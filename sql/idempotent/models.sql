@@ -5,26 +5,29 @@
 -- Everything that reads the model table is PARALLEL UNSAFE: PL/Python's SPI inside a parallel
 -- query breaks the backend (the next call crashes the server), so such a query must stay serial.
 
+-- Each role sees every model's name, tower and size, and the details (input, preprocessing,
+-- sha256s, derived_from, which holds the calibration query) only of the models it may use.
 CREATE OR REPLACE VIEW imgembed.models AS
 SELECT name,
        dimensions,
-       format('%s %sx%sx%s', input_layout, 3, input_height, input_width) AS input,
-       config -> 'preprocess' AS preprocess,
-       config -> 'output' AS output,
+       CASE WHEN usable THEN format('%s %sx%sx%s', input_layout, 3, input_height, input_width) END AS input,
+       CASE WHEN usable THEN config -> 'preprocess' END AS preprocess,
+       CASE WHEN usable THEN config -> 'output' END AS output,
        bytes,
-       sha256,
+       CASE WHEN usable THEN sha256 END AS sha256,
        loaded_at,
        is_default,
-       source_sha256,
+       CASE WHEN usable THEN source_sha256 END AS source_sha256,
        generation,
        'image'::text AS modality,
        NULL::text AS tokenizer_sha256,
-       derived_from
-  FROM imgembed.model_store
+       CASE WHEN usable THEN derived_from END AS derived_from
+  FROM imgembed.model_store, LATERAL imgembed.has_model_usage(name) usable
 UNION ALL
-SELECT name, dimensions, format('text, up to %s tokens', max_length), config -> 'tokenizer', config -> 'output',
-       bytes, sha256, loaded_at, false, NULL, generation, 'text', tokenizer_sha256, NULL
-  FROM imgembed.text_model_store;
+SELECT name, dimensions, format('text, up to %s tokens', max_length), CASE WHEN usable THEN config -> 'tokenizer' END,
+       CASE WHEN usable THEN config -> 'output' END, bytes, CASE WHEN usable THEN sha256 END, loaded_at, false, NULL,
+       generation, 'text', CASE WHEN usable THEN tokenizer_sha256 END, NULL
+  FROM imgembed.text_model_store, LATERAL imgembed.has_model_usage(name) usable;
 COMMENT ON VIEW imgembed.models IS
     'Loaded models, one row per tower (modality image or text): dimensions, input, preprocessing, size, sha256 '
     '(stored pipeline; source_sha256: the file loaded), default, derived_from (the model an INT8 copy was made from)';
@@ -42,31 +45,23 @@ AS 'MODULE_PATHNAME', 'imgembed_load_settings';
 COMMENT ON FUNCTION imgembed.load_settings() IS
     'Load pg_imgembed''s settings module (defines imgembed.*; values a role may not set are dropped)';
 
--- The advisory lock of a model: writers take it shared (lock_model), a replacement exclusive.
--- Row locks alone would let a stream of writers starve a replacement (a FOR SHARE lock needs no
--- queue once the previous writer has committed); advisory locks queue, so new writers wait behind
--- a waiting replacement.
-CREATE OR REPLACE FUNCTION imgembed.model_lock_key(model text) RETURNS bigint
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+-- The lock that orders a model's writers (shared) and its replacements (exclusive), and the model's
+-- row held FOR SHARE by writers: see imgembed_lock_model in src/pg_imgembed.c for why it is a
+-- heavyweight lock no role can take by hand, and who may take it.
+CREATE OR REPLACE FUNCTION imgembed._lock_model(model text, exclusive boolean) RETURNS bigint
+LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pg_catalog.hashtextextended('pg_imgembed.model:' || model, 0) $$;
-COMMENT ON FUNCTION imgembed.model_lock_key(text) IS 'The advisory lock key of a model (lock_model, replacements)';
-
--- Writers of embedded columns hold the model's row FOR SHARE until they commit (see
--- imgembed.lineage). SECURITY DEFINER because FOR SHARE needs UPDATE on the table; it returns the
--- generation of the newest committed version of the row, NULL if the model is gone.
+AS 'MODULE_PATHNAME', 'imgembed_lock_model';
+COMMENT ON FUNCTION imgembed._lock_model(text, boolean) IS
+    'Lock a model until commit: shared (writers; needs usage; holds its row FOR SHARE, returns its generation) '
+    'or exclusive (replacements; model administrators)';
+-- Writers of embedded columns hold the model until they commit (see imgembed.lineage); returns the
+-- generation of the newest committed version of the row, NULL if the model is gone or the role may
+-- not use it.
 CREATE OR REPLACE FUNCTION imgembed.lock_model(model text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER PARALLEL UNSAFE
+LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    locked bigint;
-BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(imgembed.model_lock_key(model));
-    SELECT m.generation INTO locked FROM imgembed.model_store m WHERE m.name = model FOR SHARE;
-    RETURN locked;
-END
-$$;
+AS $$ SELECT imgembed._lock_model(model, false) $$;
 COMMENT ON FUNCTION imgembed.lock_model(text) IS
     'Hold a model FOR SHARE until commit (writers of embedded columns); returns its generation';
 
@@ -99,7 +94,8 @@ $$;
 COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) IS
     'Validate an ONNX image model (load it, embed a probe image) and store it with its preprocessing config; '
     'a new model is usable by PUBLIC unless grant_public => false';
-REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;  -- model administrators only
+GRANT EXECUTE ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) TO imgembed_admin;
 
 CREATE OR REPLACE FUNCTION imgembed._set_default_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
@@ -120,7 +116,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION imgembed.set_default_model(text) IS 'Make a loaded model the one img_embedding(image) uses';
-REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+REVOKE ALL ON FUNCTION imgembed.set_default_model(text) FROM PUBLIC;  -- model administrators only
+GRANT EXECUTE ON FUNCTION imgembed.set_default_model(text) TO imgembed_admin;
 
 CREATE OR REPLACE FUNCTION imgembed._drop_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
@@ -141,7 +138,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION imgembed.drop_model(text) IS 'Remove a model; refused while an embedding trigger uses it';
-REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
+REVOKE ALL ON FUNCTION imgembed.drop_model(text) FROM PUBLIC;  -- model administrators only
+GRANT EXECUTE ON FUNCTION imgembed.drop_model(text) TO imgembed_admin;
 
 CREATE OR REPLACE FUNCTION imgembed.version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

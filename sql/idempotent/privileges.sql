@@ -10,9 +10,8 @@ LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM imgembed.check_model_grant(model, grantee);
     INSERT INTO imgembed.model_usage (model, grantee)
-    VALUES (model, CASE WHEN upper(grantee) = 'PUBLIC' THEN 'PUBLIC' ELSE grantee END)
+    VALUES (model, imgembed.check_model_grant(model, grantee))
     ON CONFLICT DO NOTHING;
 END
 $$;
@@ -25,28 +24,43 @@ LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM imgembed.check_model_grant(model, grantee);
     DELETE FROM imgembed.model_usage u
      WHERE u.model = revoke_model_usage.model
-       AND u.grantee = CASE WHEN upper(revoke_model_usage.grantee) = 'PUBLIC' THEN 'PUBLIC' ELSE revoke_model_usage.grantee END;
+       AND u.grantee = imgembed.check_model_grant(revoke_model_usage.model, revoke_model_usage.grantee);
 END
 $$;
 COMMENT ON FUNCTION imgembed.revoke_model_usage(text, text) IS 'Take back what grant_model_usage() gave';
 REVOKE ALL ON FUNCTION imgembed.revoke_model_usage(text, text) FROM PUBLIC;  -- model administrators only: grant EXECUTE to them
 
-CREATE OR REPLACE FUNCTION imgembed.check_model_grant(model text, grantee text) RETURNS void
-LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE
+-- A grant names the role by oid (0: PUBLIC). Grants of roles dropped since match nothing; each
+-- grant or revoke forgets them.
+CREATE OR REPLACE FUNCTION imgembed.check_model_grant(model text, grantee text) RETURNS oid
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    role oid;
 BEGIN
     IF NOT EXISTS (SELECT FROM imgembed.model_store m WHERE m.name = model) THEN
         RAISE EXCEPTION 'model "%" does not exist', model USING ERRCODE = 'undefined_object';
     END IF;
-    IF upper(grantee) <> 'PUBLIC' AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = grantee) THEN
-        RAISE EXCEPTION 'role "%" does not exist', grantee USING ERRCODE = 'undefined_object',
-              HINT = 'Name a role exactly as pg_roles spells it, or PUBLIC.';
+    IF upper(grantee) = 'PUBLIC' THEN
+        role := 0;
+    ELSE
+        SELECT r.oid INTO role FROM pg_catalog.pg_roles r WHERE r.rolname = grantee;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'role "%" does not exist', grantee USING ERRCODE = 'undefined_object',
+                  HINT = 'Name a role exactly as pg_roles spells it, or PUBLIC.';
+        END IF;
     END IF;
+    DELETE FROM imgembed.model_usage u
+     WHERE u.grantee <> 0 AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = u.grantee);
+    RETURN role;
 END
 $$;
 COMMENT ON FUNCTION imgembed.check_model_grant(text, text) IS
-    'The checks of grant_model_usage() and revoke_model_usage(): the model and the role exist';
+    'The checks of grant_model_usage() and revoke_model_usage(): the model and the role exist; returns the role''s oid (0: PUBLIC)';
+
+-- imgembed_admin (sql/incremental/004-0.4.0.sql): EXECUTE on every administration function.
+GRANT EXECUTE ON FUNCTION imgembed.grant_model_usage(text, text), imgembed.revoke_model_usage(text, text)
+    TO imgembed_admin;

@@ -18,3 +18,53 @@ SELECT coalesce(q.tbl, s.tbl) AS tbl, coalesce(q.vector_column, s.vector_column)
  WHERE pg_catalog.has_table_privilege(coalesce(q.tbl, s.tbl), 'SELECT');
 COMMENT ON VIEW imgembed.queue_status IS 'Per table and vector column: queued, in progress, failed, done, oldest pending age';
 GRANT SELECT ON imgembed.queue_status TO PUBLIC;
+
+-- The enqueue trigger of every async binding (see sql/incremental/004-0.4.0.sql for why it is
+-- SECURITY DEFINER). It reads the row through EXECUTE ... USING NEW: field access and output
+-- functions only, nothing a table owner defines.
+CREATE OR REPLACE FUNCTION imgembed.enqueue_embedding() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b imgembed.bindings;
+    keys text;
+    has_image boolean;
+    has_vector boolean;
+    job_key jsonb;
+BEGIN
+    SELECT * INTO b FROM imgembed.bindings
+     WHERE tbl = TG_RELID AND vector_column = TG_ARGV[1] AND mode = 'async' AND TG_NAME = ANY (triggers);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no async embedding trigger for column "%"', TG_RELID::regclass, TG_ARGV[1]
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    DETAIL = format('Trigger %s calls imgembed.enqueue_embedding() but was not made by imgembed.create_embedding_trigger().', TG_NAME),
+                    HINT = 'Drop the trigger, and bind the column with imgembed.create_embedding_trigger(..., mode => ''async'').';
+    END IF;
+    SELECT string_agg(format('%L, pg_catalog.format(''%%s'', ($1).%I)', a.attname, a.attname), ', ' ORDER BY a.attnum)
+      INTO keys
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = TG_RELID AND i.indisprimary;
+    IF keys IS NULL THEN
+        RAISE EXCEPTION 'async embedding of % needs a primary key to find rows again', TG_RELID::regclass
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    EXECUTE format('SELECT ($1).%I IS NOT NULL, ($1).%I IS NOT NULL, pg_catalog.jsonb_build_object(%s)',
+                   b.image_column, b.vector_column, keys)
+       INTO has_image, has_vector, job_key USING NEW;
+    IF has_vector THEN
+        -- The old vector belongs to the old image.
+        NEW := pg_catalog.jsonb_populate_record(NEW, pg_catalog.jsonb_build_object(b.vector_column, NULL));
+    END IF;
+    IF has_image THEN
+        INSERT INTO imgembed.queue (tbl, image_column, vector_column, model, row_key)
+        VALUES (TG_RELID, b.image_column, b.vector_column, b.model, job_key)
+        ON CONFLICT (tbl, vector_column, row_key) DO UPDATE
+           SET enqueued_at = pg_catalog.clock_timestamp(), attempts = 0, not_before = '-infinity',
+               last_error = NULL, model = EXCLUDED.model;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION imgembed.enqueue_embedding() IS
+    'Row trigger body of async bindings (create_embedding_trigger(..., mode => ''async'')): queue the row for pg-imgembed worker';

@@ -28,6 +28,7 @@ COMMENT ON FUNCTION imgembed.load_text_model(text, bytea, bytea, jsonb, boolean)
     'Validate a text tower (ONNX taking input_ids, and its tokenizer.json) against the image tower of the same '
     'name (same dimensions) and store it beside it';
 REVOKE ALL ON FUNCTION imgembed.load_text_model(text, bytea, bytea, jsonb, boolean) FROM PUBLIC;  -- model administrators only
+GRANT EXECUTE ON FUNCTION imgembed.load_text_model(text, bytea, bytea, jsonb, boolean) TO imgembed_admin;
 
 CREATE OR REPLACE FUNCTION imgembed._text_embedding(model text, query text) RETURNS text
 LANGUAGE plpython3u STABLE STRICT PARALLEL UNSAFE

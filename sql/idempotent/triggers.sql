@@ -24,13 +24,30 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    b imgembed.bindings;
     image bytea;
     vector text;
 BEGIN
-    EXECUTE format('SELECT ($1).%I', TG_ARGV[0]) INTO image USING NEW;
+    -- The binding create_embedding_trigger() recorded, not the trigger's arguments, says what to
+    -- embed with: a trigger attached by hand embeds nothing.
+    SELECT * INTO b FROM imgembed.bindings
+     WHERE tbl = TG_RELID AND vector_column = TG_ARGV[1] AND mode = 'sync' AND TG_NAME = ANY (triggers);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no embedding trigger for column "%"', TG_RELID::regclass, TG_ARGV[1]
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    DETAIL = format('Trigger %s calls imgembed.embedding_trigger() but was not made by imgembed.create_embedding_trigger().', TG_NAME),
+                    HINT = 'Drop the trigger, and bind the column with imgembed.create_embedding_trigger().';
+    END IF;
+    EXECUTE format('SELECT ($1).%I', b.image_column) INTO image USING NEW;
     IF image IS NOT NULL THEN
         BEGIN
-            vector := imgembed._embed_for_writing(image, TG_ARGV[2]);
+            IF NOT imgembed.owner_may_use_model(TG_RELID, b.model) THEN
+                RAISE EXCEPTION 'pg_imgembed: the owner of table % may not use model "%"', TG_RELID::regclass, b.model
+                      USING ERRCODE = 'insufficient_privilege',
+                            HINT = format('A model administrator can allow it: SELECT imgembed.grant_model_usage(%L, %L);',
+                                          b.model, (SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID));
+            END IF;
+            vector := imgembed._embed_for_writing(image, b.model);
         EXCEPTION WHEN OTHERS THEN
             DECLARE
                 message text; detail text; hint text; state text; row_key jsonb;
@@ -42,8 +59,8 @@ BEGIN
                 END IF;
                 row_key := (SELECT jsonb_object_agg(k, to_jsonb(NEW) -> k::text)
                               FROM unnest(imgembed.primary_key(TG_RELID)) k);
-                IF TG_ARGV[3] = 'null' AND state IN ('22P03', '54000') THEN
-                    PERFORM imgembed.record_error(TG_RELID, row_key, TG_ARGV[2], state, substr(message, 14));
+                IF b.on_error = 'null' AND state IN ('22P03', '54000') THEN
+                    PERFORM imgembed.record_error(TG_RELID, row_key, b.model, state, substr(message, 14));
                 ELSE
                     detail := concat_ws('; ', nullif(detail, ''), format('table %s', TG_RELID::regclass),
                                         'row ' || row_key::text);
@@ -52,7 +69,7 @@ BEGIN
             END;
         END;
     END IF;
-    RETURN jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[1], vector));
+    RETURN jsonb_populate_record(NEW, jsonb_build_object(b.vector_column, vector));
 END
 $$;
 COMMENT ON FUNCTION imgembed.embedding_trigger() IS
@@ -106,42 +123,31 @@ $$;
 COMMENT ON FUNCTION imgembed.drop_embedding_trigger(regclass, name) IS
     'Remove the triggers create_embedding_trigger() made for vector_column';
 
--- Runs as the caller: imgembed.errors' policy lets only writers of a table record its errors.
--- The table is stored by its schema-qualified name, which the policy resolves whatever the
--- caller's search_path.
+-- Runs as the caller: imgembed.errors' policy lets writers of a table record its errors, and
+-- workers those of tables bound for async embedding.
 CREATE OR REPLACE FUNCTION imgembed.record_error(tbl regclass, row_key jsonb, model text, sqlstate text,
                                       message text) RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO imgembed.errors (table_name, row_key, model, sqlstate, message)
-    SELECT format('%I.%I', n.nspname, c.relname), row_key, model, sqlstate, message
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = tbl
+    INSERT INTO imgembed.errors (tbl, row_key, model, sqlstate, message) VALUES (tbl, row_key, model, sqlstate, message)
 $$;
 COMMENT ON FUNCTION imgembed.record_error(regclass, jsonb, text, text, text) IS
     'Append to imgembed.errors (embedding triggers with on_error => ''null'', backfill, workers); writers of the table only';
 
--- What the backend and the workers both need to know about embedded tables, in one place.
+-- What the backend and the workers both need to know about embedded tables, in one place: the
+-- bindings create_embedding_trigger() recorded, one row per trigger of theirs that still exists.
 CREATE OR REPLACE FUNCTION imgembed.embedding_triggers()
 RETURNS TABLE (tbl regclass, trigger_name name, image_column name, vector_column name, model text,
                on_error text, mode text)
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    -- tgargs holds the trigger's arguments, each ending in NUL (escape-encoded to split, decoded back
-    -- to UTF-8); 0.1.0 made the async functions in imgembed.
-    SELECT t.tgrelid::regclass, t.tgname, arg.image_column::name, arg.vector_column::name, arg.model, arg.on_error,
-           CASE WHEN t.tgfoid = 'imgembed.embedding_trigger()'::regprocedure THEN 'sync' ELSE 'async' END
-      FROM pg_trigger t
-      JOIN pg_proc p ON p.oid = t.tgfoid
-     CROSS JOIN LATERAL string_to_array(encode(t.tgargs, 'escape'), '\000') a
-     CROSS JOIN LATERAL (SELECT convert_from(decode(a[1], 'escape'), 'UTF8'), convert_from(decode(a[2], 'escape'), 'UTF8'),
-                                convert_from(decode(a[3], 'escape'), 'UTF8'), convert_from(decode(a[4], 'escape'), 'UTF8')
-                        ) arg(image_column, vector_column, model, on_error)
-     WHERE t.tgfoid = 'imgembed.embedding_trigger()'::regprocedure
-        OR p.proname LIKE 'imgembed\_enqueue\_%'
-        OR (p.pronamespace = 'imgembed'::regnamespace AND p.proname LIKE 'enqueue\_%')
+    SELECT b.tbl, t.tgname, b.image_column, b.vector_column, b.model, b.on_error, b.mode
+      FROM imgembed.bindings b
+      JOIN pg_catalog.pg_trigger t ON t.tgrelid = b.tbl AND t.tgname = ANY (b.triggers)
+     WHERE t.tgfoid = CASE b.mode WHEN 'sync' THEN 'imgembed.embedding_trigger()'::regprocedure
+                                  ELSE 'imgembed.enqueue_embedding()'::regprocedure END
 $$;
 COMMENT ON FUNCTION imgembed.embedding_triggers() IS
     'Every embedding trigger: table, trigger, image and vector column, model, on_error, sync or async';
@@ -164,3 +170,131 @@ AS $$
      WHERE attrelid = tbl AND attname = col AND attnum > 0 AND NOT attisdropped
 $$;
 COMMENT ON FUNCTION imgembed.column_type(regclass, name) IS 'A column''s type as SQL spells it (vector(512))';
+
+-- ------------------------------------------------------------ workers
+
+-- A worker reads the images of a batch of jobs and writes their vectors only through these two,
+-- which act as the table's owner (src/pg_imgembed.c): whatever the owner defined on the table
+-- runs with the owner's privileges, never the worker's, and a worker needs no grant on the table.
+-- Only members of imgembed_worker may call them; they touch only tables bound for async embedding.
+CREATE OR REPLACE FUNCTION imgembed.worker_read(tbl regclass, vector_column name, row_keys jsonb)
+RETURNS imgembed.worker_row[]
+LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'imgembed_worker_read';
+COMMENT ON FUNCTION imgembed.worker_read(regclass, name, jsonb) IS
+    'For workers: image and row version of each job''s row (row_keys: a JSON array of row keys), read as the table''s owner';
+REVOKE ALL ON FUNCTION imgembed.worker_read(regclass, name, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION imgembed.worker_read(regclass, name, jsonb) TO imgembed_worker;
+
+CREATE OR REPLACE FUNCTION imgembed.worker_write(tbl regclass, vector_column name, vectors jsonb)
+RETURNS integer[]
+LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'imgembed_worker_write';
+COMMENT ON FUNCTION imgembed.worker_write(regclass, name, jsonb) IS
+    'For workers: write vectors (a JSON array of {n, key, vector, row_version}) to rows still at that version, '
+    'as the table''s owner; returns the n of the rows written';
+REVOKE ALL ON FUNCTION imgembed.worker_write(regclass, name, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION imgembed.worker_write(regclass, name, jsonb) TO imgembed_worker;
+
+-- _owner_read/_owner_write do not pin search_path: they run under the one worker_read/_write set
+-- (the owner's own default; pg_catalog first, so nothing shadows what they call), and the
+-- owner's triggers they fire resolve names as in any write of the owner's.
+-- The async binding of a table's vector column and the SQL that finds a job's row by its key:
+-- every primary key column equal to the key's text read as the column's type, so a job matches
+-- at most one row, and a key that lacks a column matches none.
+CREATE OR REPLACE FUNCTION imgembed._job_rows(tbl regclass, vector_column name, OUT image_column name, OUT key_match text,
+                                              OUT row_key text)
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT b.image_column INTO image_column FROM imgembed.bindings b
+     WHERE b.tbl = _job_rows.tbl AND b.vector_column = _job_rows.vector_column AND b.mode = 'async';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no async embedding trigger for column "%"', tbl, vector_column
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) (j.key ->> %L)::%s', a.attname, a.attname,
+                             format_type(a.atttypid, a.atttypmod)), ' AND ' ORDER BY a.attnum),
+           'pg_catalog.jsonb_build_object(' || string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY a.attnum) || ')'
+      INTO key_match, row_key
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF key_match IS NULL THEN
+        RAISE EXCEPTION 'table % has no primary key to find its queued rows by', tbl
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION imgembed._job_rows(regclass, name) IS
+    'The async binding''s image column, the key match of worker_read/_write and the SQL of a row''s typed key';
+
+CREATE OR REPLACE FUNCTION imgembed._owner_read(tbl regclass, vector_column name, row_keys jsonb)
+RETURNS imgembed.worker_row[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    found imgembed.worker_row[];
+    target record := imgembed._job_rows(tbl, vector_column);
+BEGIN
+    EXECUTE format('SELECT pg_catalog.array_agg(ROW(j.n, t.%I, t.xmin, %s)::imgembed.worker_row) '
+                   'FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS j(key, n) JOIN %s t ON %s',
+                   target.image_column, target.row_key, tbl, target.key_match)
+       INTO found USING row_keys;
+    RETURN coalesce(found, '{}');
+END
+$$;
+COMMENT ON FUNCTION imgembed._owner_read(regclass, name, jsonb) IS 'The body of worker_read(), run as the table''s owner';
+
+CREATE OR REPLACE FUNCTION imgembed._owner_write(tbl regclass, vector_column name, vectors jsonb)
+RETURNS integer[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    written integer[] := '{}';
+    n integer;
+    target record := imgembed._job_rows(tbl, vector_column);
+BEGIN
+    -- A loop over UPDATE ... RETURNING, not a data-modifying WITH: that refuses tables with rules.
+    FOR n IN EXECUTE format('UPDATE %s t SET %I = j.vector::%s '
+                            'FROM pg_catalog.jsonb_to_recordset($1) AS j(n integer, key jsonb, vector text, row_version xid) '
+                            'WHERE %s AND t.xmin OPERATOR(pg_catalog.=) j.row_version RETURNING j.n',
+                            tbl, vector_column, imgembed.column_type(tbl, vector_column), target.key_match)
+                USING vectors LOOP
+        written := written || n;
+    END LOOP;
+    RETURN written;
+END
+$$;
+COMMENT ON FUNCTION imgembed._owner_write(regclass, name, jsonb) IS 'The body of worker_write(), run as the table''s owner';
+
+-- Forget what the extension recorded for dropped tables (a table reusing a dropped one's OID
+-- inherits nothing): its bindings, lineage, jobs, counts and error rows. Only the extension's own
+-- rows are touched, and a failure here warns rather than failing the user's DROP.
+CREATE OR REPLACE FUNCTION imgembed.forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped oid[];
+BEGIN
+    IF pg_catalog.to_regclass('imgembed.bindings') IS NULL THEN
+        RETURN;  -- DROP EXTENSION pg_imgembed: its tables went with it
+    END IF;
+    dropped := ARRAY(SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+    IF dropped = '{}' THEN
+        RETURN;
+    END IF;
+    DELETE FROM imgembed.bindings WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.lineage WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.queue WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.queue_stats WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.errors WHERE tbl::oid = ANY (dropped);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pg_imgembed could not forget the dropped tables: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION imgembed.forget_dropped_tables() IS
+    'Event trigger: forget the bindings, lineage, jobs and error rows of dropped tables';
