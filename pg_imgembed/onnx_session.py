@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidModel, ProviderUnavailable
+from .external_data import Malformed, external_tensors
 from .optimized_graphs import GraphPlan
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -108,62 +108,18 @@ def make_session(source: bytes | Path | None, threads: int, provider: str = "cpu
 
 
 def check_self_contained(model: bytes) -> None:
-    """Refuse a model that refers to external data, before onnxruntime sees it.
-
-    onnxruntime resolves an external tensor's ``location`` against the model's directory, or for a
-    model given as bytes against the process's working directory: in a backend, the data
-    directory. A model whose weights are ``postgresql.conf`` would hand its bytes to whoever can
-    run it. Models stored in the table must carry all their tensors.
-    """
-    import onnx
-
-    proto = onnx.ModelProto()
+    """Refuse a model that refers to external data, before onnxruntime sees it (why:
+    external_data.py). Bytes that are not ONNX's wire format are left to onnxruntime's own error."""
     try:
-        proto.ParseFromString(model)
-    except Exception:
-        return  # not an ONNX protobuf: onnxruntime's own error says so
-    for name, tensor in _tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise InvalidModel(
-                f'the model refers to external data (tensor "{name}" in file "{location}"): models must be self-contained',
-                hint="Save the model with its weights inside (onnx.save_model(model, path, save_as_external_data=False)) "
-                "and load that file.")
-
-
-def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
-    """Every tensor a model holds: initializers, sparse initializers, and tensors in node
-    attributes, in the main graph, its subgraphs and its functions."""
-    def graph_tensors(graph: Any) -> Iterator[tuple[str, Any]]:
-        for tensor in graph.initializer:
-            yield tensor.name, tensor
-        for sparse in graph.sparse_initializer:
-            yield sparse.values.name, sparse.values
-            yield sparse.indices.name, sparse.indices
-        for node in graph.node:
-            yield from node_tensors(node)
-
-    def node_tensors(node: Any) -> Iterator[tuple[str, Any]]:
-        for attr in node.attribute:
-            label = f"{node.name or node.op_type}.{attr.name}"
-            if attr.HasField("t"):
-                yield label, attr.t
-            yield from ((label, t) for t in attr.tensors)
-            for sparse in [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []:
-                yield label, sparse.values
-                yield label, sparse.indices
-            for sparse in attr.sparse_tensors:
-                yield label, sparse.values
-                yield label, sparse.indices
-            if attr.HasField("g"):
-                yield from graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from graph_tensors(sub)
-
-    yield from graph_tensors(model.graph)
-    for function in model.functions:
-        for node in function.node:
-            yield from node_tensors(node)
+        found = external_tensors(model)
+    except Malformed:
+        return
+    if found:
+        name, location = found[0]
+        raise InvalidModel(
+            f'the model refers to external data (tensor "{name}" in file "{location}"): models must be self-contained',
+            hint="Save the model with its weights inside (onnx.save_model(model, path, save_as_external_data=False)) "
+            "and load that file.")
 
 
 TEXT_TOWER_HINT = "This is a text encoder (it takes input_ids): load it as a text tower with imgembed.load_text_model."

@@ -376,4 +376,4 @@ def test_a_vector_column_without_dimension_gets_a_warning(conn):
     conn.add_notice_handler(lambda d: seen.append(f"{d.severity_nonlocalized}: {d.message_primary} / {d.message_hint}"))
     conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding')")
     assert ('WARNING: column "embedding" of public.items has no dimension: no HNSW or IVFFlat index can be built on it / '
-            "ALTER TABLE items ALTER COLUMN embedding TYPE vector(4);") in seen
+            "ALTER TABLE public.items ALTER COLUMN embedding TYPE vector(4);") in seen

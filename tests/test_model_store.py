@@ -178,7 +178,7 @@ def test_model_table_is_dumped_with_the_database(conn):
         "SELECT array_agg(c::regclass::text ORDER BY c::regclass::text) FROM pg_extension, unnest(extconfig) c "
         "WHERE extname = 'pg_imgembed'"
     ).fetchone()
-    assert config == ["imgembed.errors", "imgembed.errors_id_seq", "imgembed.lineage", "imgembed.model_generation",
+    assert config == ["imgembed.bindings", "imgembed.errors", "imgembed.errors_id_seq", "imgembed.lineage", "imgembed.model_generation",
                       "imgembed.model_store", "imgembed.model_usage", "imgembed.text_model_store"]
 
 
