@@ -82,7 +82,7 @@ with psycopg.connect(sys.argv[1]) as conn:
 
 def test_the_worker_extra_pins_the_server_runtime_and_runs(worker_venv, conn, dsn):
     found, pins = packages(worker_venv), runtime_pins()
-    for name in ("onnxruntime", "numpy", "pillow"):
+    for name in ("onnxruntime", "numpy", "pillow", "pi-heif"):
         assert found[name] == pins[name], name
     assert "onnx" not in found  # the worker runs pipeline models; it builds none
     load_tiny(conn)
