@@ -284,7 +284,10 @@ def vector_package_versions() -> dict[str, str]:
     import onnxruntime
     import PIL
 
-    return {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+    from ..decode import heif_decoder
+
+    return {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
+            "pi_heif": heif_decoder().__version__}
 
 
 def check_versions(dsn: str) -> None:
