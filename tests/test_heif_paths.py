@@ -94,7 +94,7 @@ def test_hostile_files_get_the_same_error_on_every_path(conn, dsn, hostile):
         errors["backfill"] = sql_error(conn, "CALL imgembed.backfill('backfill_t', 'photo', 'embedding', 'tiny')")
         conn.execute("DELETE FROM backfill_t")
         primary = {path: err.diag.message_primary for path, err in errors.items()}
-        # CALL reports the error through PL/Python's class prefix (the procedure has no clean wrapper)
+        # CALL keeps PL/Python's form, "pg_imgembed: <message>" (README, Errors): it commits, so no wrapper
         primary["backfill"] = primary["backfill"].removeprefix("pg_imgembed: ")
         for path, err in errors.items():
             assert (err.sqlstate, primary[path][:len(message)]) == (sqlstate, message), (name, path)
