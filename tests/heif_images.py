@@ -160,3 +160,39 @@ def thousand_tiles() -> bytes:
         return buf.getvalue()
     finally:
         misc.CtxEncode.__init__ = original
+
+
+# ---------------------------------------------------------------- hostile files
+
+
+def hostile_cases(grid: bytes, avif: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """name -> (bytes, SQLSTATE, start of the message): every path must give exactly these."""
+    n = len(grid)
+    return {
+        "heic cut in half": (grid[:n // 2], "22P03",
+                             f"cannot decode image ({n // 2} bytes, looks like HEIF): HEIF data is truncated: item "),
+        "heic cut in its header": (grid[:200], "22P03",
+                                   "cannot decode image (200 bytes, looks like HEIF): HEIF data is truncated: item "),
+        "heic declaring 100000x100000": (with_ispe(grid, 100_000, 100_000), "54000",
+                                         "image of 100000x100000 pixels (10000000000 pixels) exceeds imgembed.max_image_pixels"),
+        "heic grid declaring 256x256 tiles": (with_grid(grid, 256, 256), "22P03",
+                                              f"cannot decode image ({n} bytes, looks like HEIF): HEIF "),
+        "heic grid referring to itself": (with_self_reference(grid), "22P03",
+                                          f"cannot decode image ({n} bytes, looks like HEIF): HEIF header is corrupt "
+                                          "or truncated: Invalid input: Image reference cycle"),
+        "heic meta box of 2 GB": (with_box_size(grid, b"meta", 0x7FFFFFF0), "22P03",
+                                  f"cannot decode image ({n} bytes, looks like HEIF): HEIF header is corrupt or truncated: "),
+        "heic iloc box of 2 GB": (with_box_size(grid, b"iloc", 0x7FFFFFF0), "22P03",
+                                  f"cannot decode image ({n} bytes, looks like HEIF): HEIF header is corrupt or truncated: "),
+        "avif cut in half": (avif[:len(avif) // 2], "22P03",
+                             f"cannot decode image ({len(avif) // 2} bytes, looks like AVIF): AVIF header is corrupt or truncated"),
+        "avif declaring 60000x60000": (with_ispe(avif, 60_000, 60_000), "22P03",
+                                       f"cannot decode image ({len(avif)} bytes, looks like AVIF): AVIF header is corrupt"),
+        "avif declaring 12000x12000": (with_ispe(avif, 12_000, 12_000), "54000",
+                                       "image of 12000x12000 pixels (144000000 pixels) exceeds imgembed.max_image_pixels"),
+    }
+
+
+HOSTILE = ["heic cut in half", "heic cut in its header", "heic declaring 100000x100000", "heic grid declaring 256x256 tiles",
+           "heic grid referring to itself", "heic meta box of 2 GB", "heic iloc box of 2 GB", "avif cut in half",
+           "avif declaring 60000x60000", "avif declaring 12000x12000"]
