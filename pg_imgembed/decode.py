@@ -256,6 +256,8 @@ def _missing_heif_bytes(data: bytes) -> str | None:
         offset_size, length_size = data[pos] >> 4, data[pos] & 15
         base_size, index_size = data[pos + 1] >> 4, (data[pos + 1] & 15) if version in (1, 2) else 0
         pos += 2
+        if offset_size + length_size == 0:  # nothing located in the file: nothing to check
+            return None
 
         def read(size: int) -> int:
             nonlocal pos
@@ -274,6 +276,8 @@ def _missing_heif_bytes(data: bytes) -> str | None:
                 offset, length = read(offset_size), read(length_size)
                 if method == 0 and base + offset + length > len(data):
                     return f"item {item} needs bytes up to {base + offset + length}"
+                if pos > end:  # counts larger than the box: each extent reads a byte at least
+                    return None
             if pos > end:
                 return None
     except IndexError:

@@ -255,3 +255,18 @@ def test_exif_transpose_is_not_applied_twice_to_heic(monkeypatch):
     monkeypatch.setattr(ImageOps, "exif_transpose", lambda img, **kw: calls.append(img) or img)
     decode(hi.heic(photo_like(32, 16), lossless=True, orientation=6))
     assert calls == []  # libheif turned it; the EXIF orientation it reports is 1
+
+
+@pytest.mark.parametrize("sizes", [0x00, 0x10, 0x44])
+def test_a_hostile_item_location_table_is_walked_in_bounded_time(grid_heic, sizes):
+    """Field sizes of 0 and counts of 65535 must not make the truncation check loop for long."""
+    import time
+
+    at = hi.box_offsets(grid_heic, b"iloc")[0]
+    data = bytearray(grid_heic)
+    data[at + 12] = sizes  # offset_size, length_size
+    data[at + 14:at + 16] = b"\xff\xff"  # item count (version 0/1)
+    start = time.perf_counter()
+    with pytest.raises((UndecodableImage, ImageTooLarge)):
+        decode(bytes(data))
+    assert time.perf_counter() - start < 2
