@@ -321,7 +321,7 @@ _heif: Any = None
 
 
 def heif_decoder() -> Any:
-    """``pi_heif``, imported and configured on first use: the import costs ~20 ms and no other
+    """``pi_heif``, imported and configured on first use: the import costs 30-50 ms here and no other
     image needs it. Its Pillow plugin is not registered: HEIF bytes reach it only through
     ``_open_heif``."""
     global _heif
