@@ -27,7 +27,7 @@ def venv_with(path: Path, *extras: str) -> Path:
 def packages(venv: Path) -> dict[str, str]:
     listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format", "json", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout
-    return {p["name"].lower(): p["version"] for p in json.loads(listed)}
+    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}  # pi_heif: pi-heif
 
 
 def runtime_pins() -> dict[str, str]:
