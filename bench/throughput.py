@@ -15,7 +15,9 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
   queue (concurrency 2, batch 16, 1 onnxruntime thread per worker thread);
 - (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``;
 - (d) and (h) again with a copy of the model whose ``preprocess.decode`` is "fast" (what that
-  changes in the vectors needs trained weights: bench/fast_decode.py measures it).
+  changes in the vectors needs trained weights: bench/fast_decode.py measures it);
+- then the decode section (bench/decode_formats.py): 12 MP photos as JPEG, HEIC and AVIF, decode
+  ms and backfill ms/image (``--skip-formats`` leaves it out).
 
 In-database paths run with ``imgembed.intra_op_threads = 2``; (a) and (c) use the extension's
 onnxruntime session options (2 threads, idle threads do not spin). ms/image is the median over
@@ -52,7 +54,7 @@ import psycopg
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import resnet50
+from bench import decode_formats, resnet50
 from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
@@ -487,6 +489,7 @@ def main() -> None:
                         help="rows inserted for (f), the photos repeated (default: 2 batches per worker thread)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement, median taken (default 5)")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="comma-separated WxH")
+    parser.add_argument("--skip-formats", action="store_true", help="leave out the decode section (JPEG, HEIC, AVIF)")
     args = parser.parse_args()
     if args.images < 2:
         parser.error("--images must be at least 2 (img_embedding reuses the vector of a repeated image)")
@@ -503,6 +506,9 @@ def main() -> None:
             results.append(bench.measure(width, height))
             print(f"measured {width}x{height} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         report(results, bench, time.perf_counter() - started)
+        if not args.skip_formats:
+            rows = decode_formats.measure(fresh_database(dsn, "imgembed_decode_formats"), 3, 3)
+            decode_formats.report(rows, decode_formats.photos(3))
 
 
 if __name__ == "__main__":

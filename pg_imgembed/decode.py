@@ -3,6 +3,9 @@
 Only the header is parsed before the pixel-count check, so an oversized image is rejected without
 allocating its pixels. ``draft_size`` enables JPEG DCT scaling (the "fast" decode mode): the
 decoder produces a smaller image directly, never below the requested size.
+
+HEIC/HEIF (phones' photos) is decoded by libheif through ``pi_heif``, imported on the first HEIF
+image only; AVIF by Pillow's own libavif decoder.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import io
 import re
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from .errors import ImageTooLarge, UndecodableImage
+from .errors import ImageError, ImageTooLarge, UndecodableImage
 
 # Our own guard replaces Pillow's global one (which warns, then fails at a fixed size).
 Image.MAX_IMAGE_PIXELS = None
@@ -49,9 +53,34 @@ _silence_libraries()
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
-# Only these decoders run: Pillow knows many more (EPS would start Ghostscript), and each one is
-# attack surface inside a database server. (JPEG also opens MPO, the multi-picture JPEG of phones.)
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Only these of Pillow's decoders run: Pillow knows many more (EPS would start Ghostscript), and each
+# one is attack surface inside a database server. (JPEG also opens MPO, the multi-picture JPEG of
+# phones.) HEIF is not Pillow's: _open_heif hands those bytes to libheif directly.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF"
+
+# ISO base media file brands (the ftyp box). mif1/msf1/miaf only say "an image file": the
+# compatible brands tell HEVC (HEIC) from AV1 (AVIF).
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_GENERIC_BRANDS = {b"mif1", b"msf1", b"mif2", b"miaf"}
+
+
+def decoders() -> dict[str, str]:
+    """Each format this runtime decodes and the library (and version) that decodes it."""
+    from PIL import features
+
+    heif = heif_decoder()
+    libheif = heif.libheif_info()
+    hevc = ", ".join(libheif.get("decoders", {}).values()) or "no HEVC decoder"
+    turbo = features.check_feature("libjpeg_turbo")
+    jpeg = f"libjpeg-turbo {features.version('libjpeg_turbo')}" if turbo else f"libjpeg {features.version('jpg')}"
+    return {
+        "JPEG": jpeg, "PNG": f"zlib {features.version('zlib')}",
+        "WebP": f"libwebp {features.version('webp')}", "GIF": "Pillow", "BMP": "Pillow",
+        "TIFF": f"libtiff {features.version('libtiff')}", "AVIF": f"libavif {features.version('avif')}",
+        "HEIC/HEIF": f"libheif {libheif['libheif']} ({hevc}), pi-heif {heif.__version__}",
+    }
 
 
 def keep_buffers(megabytes: int) -> None:
@@ -77,11 +106,33 @@ def sniff_format(data: bytes) -> str:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+    container = image_container(data)
+    if container is not None:
+        return container
+    if data[4:8] == b"ftyp" and data[8:12] in _GENERIC_BRANDS:
         return "HEIF/AVIF"
     if data[:1] in (b"{", b"[", b"<"):
         return "text"
     return "unknown"
+
+
+def image_container(data: bytes) -> str | None:
+    """"HEIF" (HEVC-coded: HEIC) or "AVIF" from the ftyp box's brands, else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    size = min(int.from_bytes(data[:4], "big"), 4096)  # a hostile size reads no further than this
+    major = data[8:12]
+    brands = [data[i:i + 4] for i in range(16, size - 3, 4)]
+    if major in _HEIF_BRANDS:
+        return "HEIF"
+    if major in _AVIF_BRANDS:
+        return "AVIF"
+    if major in _GENERIC_BRANDS:
+        if _HEIF_BRANDS.intersection(brands):
+            return "HEIF"
+        if _AVIF_BRANDS.intersection(brands):
+            return "AVIF"
+    return None
 
 
 def decode_image(
@@ -94,6 +145,8 @@ def decode_image(
     """Decode, apply EXIF orientation and convert to RGB; raise ``ImageError`` subclasses."""
     img = _open(data)
     width, height = img.size
+    if img.format == "HEIF":  # the size reported is after cropping (clap): libheif decodes the declared one
+        width, height = max([(width, height), *_declared_heif_sizes(data)], key=lambda size: size[0] * size[1])
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"image of {width}x{height} pixels ({width * height} pixels) exceeds "
@@ -111,7 +164,9 @@ def decode_image(
         if _orientation(img) not in (None, 1):
             img = ImageOps.exif_transpose(img)
         return to_rgb(img, background)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
+        if img.format == "HEIF":
+            raise _heif_error(data, str(exc).strip(), header=False) from exc
         raise _undecodable(data, f"{img.format} data is corrupt or truncated: {exc}") from exc
 
 
@@ -131,20 +186,159 @@ def _orientation(img: Image.Image) -> int | None:
 
 
 def _open(data: bytes) -> Image.Image:
+    container = image_container(data)
+    if container == "HEIF":
+        return _open_heif(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Image.open(io.BytesIO(data), formats=FORMATS)
+            return Image.open(io.BytesIO(data), formats=("AVIF",) if container == "AVIF" else FORMATS)
     except Exception as exc:  # Pillow raises several types for unknown data
         sniffed = sniff_format(data)
-        if sniffed in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP"):
+        if sniffed in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP", "AVIF"):
             raise _undecodable(data, f"{sniffed} header is corrupt or truncated") from exc
         raise _undecodable(data, "not a known image format") from exc
 
 
+def _open_heif(data: bytes) -> Image.Image:
+    """The primary image of a HEIF file, its header parsed by libheif and nothing decoded yet.
+
+    libheif applies the file's transformations (irot, imir, clap) when it decodes, and pi_heif
+    resets the EXIF orientation (which HEIF readers must ignore; phones write both) to 1, so the
+    rotation happens exactly once. Thumbnails, depth maps and auxiliary images (HDR gain maps,
+    alpha of other items) are never decoded.
+    """
+    missing = _missing_heif_bytes(data)
+    if missing is not None:
+        raise _undecodable(data, f"HEIF data is truncated: {missing}")
+    heif = heif_decoder()
+    unreadable = "HEIF header is corrupt or truncated: libheif cannot read the primary image"
+    try:
+        img = heif.HeifImageFile(io.BytesIO(data))
+    except IndexError as exc:  # no top-level image could be read
+        raise _undecodable(data, unreadable) from exc
+    except Exception as exc:  # pi_heif turns libheif's errors into SyntaxError
+        raise _heif_error(data, str(exc).strip(), header=True) from exc
+    # libheif skips a top-level image it cannot read; another (a burst frame) must not stand in.
+    if not img.info.get("primary"):
+        raise _undecodable(data, unreadable)
+    return img
+
+
+def _heif_error(data: bytes, message: str, *, header: bool) -> ImageError:
+    """libheif's refusals: its security limits (items, tiles, sizes, box sizes) are a limit
+    exceeded (54000) and say which; anything else is undecodable (22P03)."""
+    if "security limit" in message.lower():
+        return ImageTooLarge(
+            f"HEIF image exceeds a libheif security limit: {message}",
+            detail=f"HEIF image, {len(data)} bytes",
+            hint="libheif refuses files beyond its limits on items, tiles, image size and box sizes; "
+            "they stay on. Re-encode the image (for example as JPEG) before storing it.",
+        )
+    return _undecodable(data, f"HEIF {'header' if header else 'data'} is corrupt or truncated: {message}")
+
+
+def _missing_heif_bytes(data: bytes) -> str | None:
+    """What a truncated HEIF file lacks, from its item locations (``iloc``), else None.
+
+    libheif decodes a grid whose last tiles are cut off as an image with black tiles, without an
+    error: a truncated upload would embed as a different picture. Anything this walk does not
+    understand is left to libheif.
+    """
+    try:
+        meta = _child_box(data, 0, len(data), b"meta")
+        iloc = _child_box(data, meta[0] + 4, meta[1], b"iloc") if meta else None  # meta is a full box
+        if iloc is None:
+            return None
+        pos, end = iloc
+        version = data[pos]
+        pos += 4
+        offset_size, length_size = data[pos] >> 4, data[pos] & 15
+        base_size, index_size = data[pos + 1] >> 4, (data[pos + 1] & 15) if version in (1, 2) else 0
+        pos += 2
+        if offset_size + length_size == 0:  # nothing located in the file: nothing to check
+            return None
+
+        def read(size: int) -> int:
+            nonlocal pos
+            value = int.from_bytes(data[pos:pos + size], "big")
+            pos += size
+            return value
+
+        items = read(2 if version < 2 else 4)
+        for _ in range(items):
+            item = read(2 if version < 2 else 4)
+            method = read(2) & 15 if version in (1, 2) else 0
+            read(2)  # data_reference_index
+            base = read(base_size)
+            for _ in range(read(2)):
+                read(index_size)
+                offset, length = read(offset_size), read(length_size)
+                if method == 0 and base + offset + length > len(data):
+                    return f"item {item} needs bytes up to {base + offset + length}"
+                if pos > end:  # counts larger than the box: each extent reads a byte at least
+                    return None
+            if pos > end:
+                return None
+    except IndexError:
+        return None
+    return None
+
+
+def _declared_heif_sizes(data: bytes) -> list[tuple[int, int]]:
+    """Every image size the file declares (``ispe`` properties: images, grids, tiles, thumbnails)."""
+    meta = _child_box(data, 0, len(data), b"meta")
+    iprp = _child_box(data, meta[0] + 4, meta[1], b"iprp") if meta else None
+    ipco = _child_box(data, *iprp, b"ipco") if iprp else None
+    sizes, start = [], ipco
+    while start is not None:
+        ispe = _child_box(data, start[0], start[1], b"ispe")
+        if ispe is None or ispe[1] - ispe[0] < 12:
+            break
+        sizes.append((int.from_bytes(data[ispe[0] + 4:ispe[0] + 8], "big"), int.from_bytes(data[ispe[0] + 8:ispe[0] + 12], "big")))
+        start = (ispe[1], start[1])
+    return sizes
+
+
+def _child_box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """(payload start, box end) of the first ``kind`` box among the boxes in data[start:end]."""
+    while start + 8 <= end:
+        size, found = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return None
+        if found == kind:
+            return start + header, min(start + size, end)
+        start += size
+    return None
+
+
+_heif: Any = None
+
+
+def heif_decoder() -> Any:
+    """``pi_heif``, imported and configured on first use: the import costs 30-50 ms here and no other
+    image needs it. Its Pillow plugin is not registered: HEIF bytes reach it only through
+    ``_open_heif``."""
+    global _heif
+    if _heif is None:
+        import pi_heif
+
+        pi_heif.options.THUMBNAILS = False  # listed per image otherwise; never decoded here
+        pi_heif.options.DEPTH_IMAGES = False
+        pi_heif.options.AUX_IMAGES = False
+        pi_heif.options.DISABLE_SECURITY_LIMITS = False
+        _heif = pi_heif
+    return _heif
+
+
 def _undecodable(data: bytes, reason: str) -> UndecodableImage:
     kind = sniff_format(data)
-    hint = "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
+    hint = f"Supported formats: {SUPPORTED}."
     path = _file_name(data)
     if path is not None:
         hint = (f"These bytes are the text {path!r}, which looks like a file name: pass the file's contents "
@@ -155,7 +349,7 @@ def _undecodable(data: bytes, reason: str) -> UndecodableImage:
     )
 
 
-_IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|webp|gif|bmp|tiff?|heic|avif)$", re.I)
+_IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|webp|gif|bmp|tiff?|heic|heif|avif)$", re.I)
 
 
 def _file_name(data: bytes) -> str | None:

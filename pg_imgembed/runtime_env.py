@@ -17,7 +17,7 @@ import sys
 from .errors import RuntimeShadowed
 
 # Import names of the packages the runtime pins (requirements-runtime.txt) and what they pull in.
-RUNTIME_MODULES = ("numpy", "PIL", "onnxruntime", "onnx", "google.protobuf", "tokenizers")
+RUNTIME_MODULES = ("numpy", "PIL", "pi_heif", "onnxruntime", "onnx", "google.protobuf", "tokenizers")
 
 
 def site_packages() -> str:

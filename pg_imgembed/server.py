@@ -16,7 +16,7 @@ from . import __version__, lineage, runtime_env, triggers
 from .backend_state import BackendState
 from .backfill import backfill
 from .database import PlpyDatabase
-from .decode import keep_buffers
+from .decode import decoders, heif_decoder, keep_buffers
 from .embedded_tables import bound_trigger
 from .errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, PermissionDenied, RuntimeMismatch, RuntimeShadowed
 from .model_store import ModelStore
@@ -224,6 +224,8 @@ class Server:
             "onnxruntime": onnxruntime.__version__,
             "numpy": numpy.__version__,
             "pillow": PIL.__version__,
+            "pi_heif": heif_decoder().__version__,
+            "formats": decoders(),
             "packages": runtime_env.packages(),
             "providers": onnxruntime.get_available_providers(),
             "settings": {**settings.__dict__, "threads": settings.threads},

@@ -15,7 +15,7 @@ from pg_imgembed.errors import ImageError, ImageTooLarge, UndecodableImage
 from tests.images import encode, jpeg, photo_like, png
 
 LIMIT = 50_000_000
-SUPPORTED_HINT = "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
+SUPPORTED_HINT = "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF."
 
 
 def decode(data: bytes, **kwargs) -> Image.Image:
@@ -336,7 +336,7 @@ def test_json_blob_is_undecodable_and_reported_as_text():
     assert info.value.message == (
         f"cannot decode image ({len(blob)} bytes, looks like text): not a known image format"
     )
-    assert "JPEG, PNG, WebP, GIF, BMP, TIFF" in info.value.hint
+    assert "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF" in info.value.hint
 
 
 def test_random_bytes_are_undecodable():
@@ -444,8 +444,10 @@ def test_sniff_format_recognises_real_files(fmt, name):
 @pytest.mark.parametrize("data, name", [
     (b"MM\x00*\x00\x00\x00\x08", "TIFF"),
     (b"%PDF-1.7\n", "PDF"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00", "HEIF/AVIF"),
-    (b"\x00\x00\x00\x1cftypavif\x00\x00", "HEIF/AVIF"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00", "HEIF"),
+    (b"\x00\x00\x00\x1cftypavif\x00\x00", "AVIF"),
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic", "HEIF"),
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1miaf", "HEIF/AVIF"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "text"),
     (b"[1, 2, 3]", "text"),
     (b"", "unknown"),

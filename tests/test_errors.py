@@ -16,7 +16,7 @@ def test_undecodable_bytes(conn):
         "cannot decode image (27 bytes): not a known image format"
     )
     assert err.diag.message_detail == 'model "tiny"'
-    assert err.diag.message_hint == "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
+    assert err.diag.message_hint == "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF."
     assert "Traceback" not in err.diag.message_primary
 
 
@@ -200,7 +200,7 @@ def test_a_bad_image_through_a_trigger_names_the_table_and_the_row(conn):
     err = sql_error(conn, "INSERT INTO items VALUES (7, 'junk')")
     assert (err.sqlstate, err.diag.message_primary) == ("22P03", "cannot decode image (4 bytes): not a known image format")
     assert err.diag.message_detail == 'model "tiny"; table public.items; row {"id": 7}'
-    assert err.diag.message_hint == "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."
+    assert err.diag.message_hint == "Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC/HEIF."
     assert "Traceback" not in (err.diag.context or "")
     assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
 

@@ -27,7 +27,7 @@ def venv_with(path: Path, *extras: str) -> Path:
 def packages(venv: Path) -> dict[str, str]:
     listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format", "json", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout
-    return {p["name"].lower(): p["version"] for p in json.loads(listed)}
+    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}  # pi_heif: pi-heif
 
 
 def runtime_pins() -> dict[str, str]:
@@ -88,7 +88,7 @@ with psycopg.connect(sys.argv[1]) as conn:
 
 def test_the_worker_extra_pins_the_server_runtime_and_runs(worker_venv, conn, dsn):
     found, pins = packages(worker_venv), runtime_pins()
-    for name in ("onnxruntime", "numpy", "pillow"):
+    for name in ("onnxruntime", "numpy", "pillow", "pi-heif"):
         assert found[name] == pins[name], name
     assert "onnx" not in found  # the worker runs pipeline models; it builds none
     load_tiny(conn)

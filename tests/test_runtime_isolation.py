@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import load_tiny, sql_error
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
-MODULES = {"numpy": "numpy", "PIL": "PIL", "onnxruntime": "onnxruntime", "onnx": "onnx",
+MODULES = {"numpy": "numpy", "PIL": "PIL", "pi_heif": "pi_heif", "onnxruntime": "onnxruntime", "onnx": "onnx",
            "google.protobuf": "google/protobuf", "tokenizers": "tokenizers"}
 
 

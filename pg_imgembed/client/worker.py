@@ -298,7 +298,14 @@ def vector_package_versions() -> dict[str, str]:
     import onnxruntime
     import PIL
 
-    return {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+    from ..decode import heif_decoder
+
+    try:
+        heif = heif_decoder().__version__
+    except ImportError:  # installed before HEIC support: check_versions names the version to install
+        heif = "not installed"
+    return {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
+            "pi_heif": heif}
 
 
 def check_versions(dsn: str) -> None:
