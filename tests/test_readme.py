@@ -57,7 +57,7 @@ def pg_environment(dsn: str) -> dict[str, str]:
 def test_the_section_has_the_examples_it_promises():
     python, bash = blocks("python"), blocks("bash")
     assert len(python) == 2 and "import psycopg" in python[0] and "sqlalchemy" in python[1]
-    assert any("pg-imgembed worker" in b for b in bash)
+    assert any("pg-imgembed backfill photos" in b for b in bash)
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["psycopg", "sqlalchemy"])
@@ -74,18 +74,16 @@ def test_python_examples_run(index, dsn, demo_dir):
 
 
 def test_cli_lines_run(dsn, conn, demo_dir):
-    """The CLI block line by line; the worker line names another host and is run here as --once."""
+    """The CLI block line by line, against a database laid out as the demo leaves it (its table photos)."""
     env = pg_environment(dsn)
     lines = [line.split("#")[0].strip() for line in blocks("bash")[-1].splitlines() if line.startswith("pg-imgembed")]
-    load, backfill, status, worker = lines
+    load, listing, backfill, status = lines
     subprocess.run(shlex.split(load), cwd=demo_dir, env=env, check=True, capture_output=True)
-    conn.execute("SELECT imgembed.set_default_model('lite0')")
-    conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
-    conn.execute("INSERT INTO items VALUES (1, %s)", (images.jpeg(images.photo_like(seed=1)),))
+    assert "lite0" in subprocess.run(shlex.split(listing), cwd=demo_dir, env=env, check=True, capture_output=True, text=True).stdout
+    conn.execute("CREATE TABLE photos (id serial PRIMARY KEY, name text, photo bytea, embedding vector(4))")
+    conn.execute("INSERT INTO photos (name, photo) VALUES ('cat.jpg', %s)", (images.jpeg(images.photo_like(seed=1)),))
+    conn.execute("SELECT imgembed.create_embedding_trigger('photos', 'photo', 'embedding', 'lite0')")
     subprocess.run(shlex.split(backfill), cwd=demo_dir, env=env, check=True, capture_output=True)
-    assert conn.execute("SELECT count(embedding) FROM items").fetchone() == (1,)
+    assert conn.execute("SELECT count(embedding) FROM photos").fetchone() == (1,)
     assert "lineage (imgembed.vector_lineage)" in subprocess.run(shlex.split(status), cwd=demo_dir, env=env, check=True,
                                                                  capture_output=True, text=True).stdout
-    worker_args = shlex.split(worker)
-    worker_args[worker_args.index("--dsn") + 1] = dsn
-    subprocess.run(worker_args + ["--once"], cwd=demo_dir, env=env, check=True, capture_output=True)
