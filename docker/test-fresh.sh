@@ -21,6 +21,7 @@ suites=("$@")
 ca=${FRESH_CA:-/etc/ssl/certs/ca-certificates.crt}
 
 work=$(mktemp -d)
+chmod 755 "$work"  # the container's user reads the bundle
 containers=()
 cleanup() {
     for c in "${containers[@]}"; do docker_cli rm -f "$c" >/dev/null 2>&1 || true; done
