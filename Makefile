@@ -39,9 +39,10 @@ $(VENV)/.installed: requirements-dev.txt requirements-runtime.txt pyproject.toml
 	$(AS_USER) $(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	$(AS_USER) touch $@
 
-# The demo needs only the installed extension and a PostgreSQL client (psycopg) to drive it; the
-# model's export brings its own venv (scripts/demo.py). Its cluster runs as the checkout's owner
-# under sudo, else as postgres, which must then be able to reach the checkout: checked first.
+# The demo needs only the installed extension and a PostgreSQL client to drive it: its venv sees
+# the server's runtime (numpy) through a .pth file and adds psycopg and pgvector; the model's
+# export brings its own venv (scripts/demo.py). Its cluster runs as the checkout's owner under
+# sudo, else as postgres, which must then be able to reach the checkout: checked first.
 demo: demo-check install $(DEMO_VENV)/.installed
 	$(AS_USER) $(DEMO_VENV)/bin/python scripts/demo.py --runtime-dir $(RUNTIME_DIR)
 
@@ -51,6 +52,8 @@ demo-check:
 $(DEMO_VENV)/.installed: requirements-demo.txt
 	$(AS_USER) mkdir -p .demo
 	test -x $(DEMO_VENV)/bin/python || $(AS_USER) /usr/bin/python3 -m venv $(DEMO_VENV)
+	$(AS_USER) $(DEMO_VENV)/bin/python -c 'import sys, sysconfig; open(sysconfig.get_path("purelib") + "/runtime.pth", "w").write( \
+		"%s/lib/python%d.%d/site-packages\n" % (sys.argv[1], *sys.version_info[:2]))' $(RUNTIME_DIR)/venv
 	$(AS_USER) $(DEMO_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-demo.txt
 	$(AS_USER) touch $@
 
