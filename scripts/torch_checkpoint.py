@@ -134,6 +134,8 @@ def _materialise(name: str, tensor: _TensorRef, storage: np.ndarray) -> np.ndarr
     last = tensor.offset + sum((n - 1) * s for n, s in zip(shape, stride))
     if last >= storage.size:
         raise CheckpointError(f"tensor {name}: reaches element {last} of a storage of {storage.size}")
+    if np.prod(shape, dtype=object) > storage.size:  # stride-0 views: a small file must not make huge arrays
+        raise CheckpointError(f"tensor {name}: {shape} holds more elements than its storage of {storage.size}")
     # Strides are honoured, not only contiguous layouts: this file's stem convolution is stored
     # permuted (stride (1, 32, 288, 96) for shape (32, 3, 3, 3)), as a port from TensorFlow left it.
     view = as_strided(storage[tensor.offset:], shape, tuple(s * storage.itemsize for s in stride), writeable=False)
@@ -160,13 +162,13 @@ def _load_zip(archive: zipfile.ZipFile, source: str) -> dict[str, np.ndarray]:
     result, _ = _unpickle(io.BytesIO(archive.read(pickles[0])), source)
 
     def read_storage(ref: _StorageRef) -> np.ndarray:
-        try:
-            raw = archive.read(f"{prefix}data/{ref.key}")
-        except KeyError:
-            raise CheckpointError(f"{source}: storage {ref.key} is missing") from None
-        if len(raw) < ref.numel * ref.dtype.itemsize:
-            raise CheckpointError(f"{source}: storage {ref.key} holds {len(raw)} bytes, fewer than {ref.numel} elements")
-        return np.frombuffer(raw, ref.dtype, count=ref.numel)
+        member = f"{prefix}data/{ref.key}"
+        if member not in archive.namelist():
+            raise CheckpointError(f"{source}: storage {ref.key} is missing")
+        size = archive.getinfo(member).file_size  # checked before reading: the zip's sizes are all there is to trust
+        if size != ref.numel * ref.dtype.itemsize:
+            raise CheckpointError(f"{source}: storage {ref.key} holds {size} bytes, not {ref.numel} elements of {ref.dtype}")
+        return np.frombuffer(archive.read(member), ref.dtype)
 
     return _state_dict(result, source, read_storage)
 

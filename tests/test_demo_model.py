@@ -111,10 +111,24 @@ def test_a_zip_checkpoint_reads_as_torch_lays_it_out(tmp_path):
     assert all(a.flags.c_contiguous and a.flags.owndata and a.dtype == np.float32 for a in state.values())
 
 
-def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
-    data_pkl = state_dict_pickle({"w": ("0", 2, (2, 4), (4, 1))}, 8)  # elements 2..9 of 8
-    with pytest.raises(CheckpointError, match=r"^tensor w: reaches element 9 of a storage of 8$"):
+@pytest.mark.parametrize(("offset", "shape", "stride", "error"), [
+    (2, (2, 4), (4, 1), "tensor w: reaches element 9 of a storage of 8"),
+    (0, (100_000, 100_000), (0, 0), "tensor w: (100000, 100000) holds more elements than its storage of 8"),
+], ids=["past the end", "stride 0"])
+def test_a_tensor_that_does_not_fit_its_storage_is_refused(tmp_path, offset, shape, stride, error):
+    """Elements past the end would read other memory; a broadcast view would make a 40 GB array of 32 bytes."""
+    data_pkl = state_dict_pickle({"w": ("0", offset, shape, stride)}, 8)
+    with pytest.raises(CheckpointError) as refused:
         load_state_dict(zip_checkpoint(tmp_path / "model.pth", data_pkl, {"0": np.zeros(8)}))
+    assert str(refused.value) == error
+
+
+def test_a_storage_of_the_wrong_size_is_refused(tmp_path):
+    data_pkl = state_dict_pickle({"w": ("0", 0, (8,), (1,))}, 8)
+    path = zip_checkpoint(tmp_path / "model.pth", data_pkl, {"0": np.zeros(7)})
+    with pytest.raises(CheckpointError) as refused:
+        load_state_dict(path)
+    assert str(refused.value) == f"{path}: storage 0 holds 28 bytes, not 8 elements of float32"
 
 
 @pytest.fixture(scope="module")
