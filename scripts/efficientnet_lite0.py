@@ -19,6 +19,7 @@ eval mode) is folded into each convolution's weights and bias.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -61,7 +62,7 @@ class _Builder:
         self.used.add(name)
         return np.asarray(self.state[name], np.float64)  # folding in float64, rounded once at the end
 
-    def node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
