@@ -58,8 +58,9 @@ for suite in "${suites[@]}"; do
     containers+=("$name")
     echo "[fresh] $suite: container $name from $image"
     started=$(date +%s)
-    # host network: no NAT on a bridge without iptables, and the registries are reached as from the host
-    if docker_cli run --name "$name" --network host -v "$work:/fresh:ro" "$image" bash /fresh/fresh-steps.sh; then
+    # host network: no NAT on a bridge without iptables, and the registries are reached as from the host.
+    # /dev/shm as a machine has it (Docker's default is 64 MB: parallel HNSW builds need more).
+    if docker_cli run --name "$name" --network host --shm-size=2g -v "$work:/fresh:ro" "$image" bash /fresh/fresh-steps.sh; then
         echo "[fresh] $suite: passed in $(( $(date +%s) - started )) s"
     else
         echo "[fresh] $suite: FAILED after $(( $(date +%s) - started )) s" >&2
