@@ -2,7 +2,7 @@
 # make test-fresh: the README's commands, run as a new user runs them, on fresh Debian machines.
 #
 # For each suite named (default: bookworm, i.e. Debian 12; trixie, Debian 13, also works), a
-# container from a debootstrap base (minbase plus sudo, git, make, ca-certificates: no PostgreSQL,
+# container from a debootstrap base (minbase plus sudo, git, make, ca-certificates, adduser: no PostgreSQL,
 # no Python) gets an ordinary user with a 0700 home (adduser's default), and the committed HEAD of
 # this checkout cloned there. As that user it runs, in the clone: `sudo make demo`, `sudo make
 # test`, a check that everything in the clone belongs to the user, then the README's "Using it
@@ -44,7 +44,7 @@ base_image() {
         [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)
         rootfs=$(mktemp -d)
         echo "[fresh] making $image with debootstrap from $mirror" >&2
-        debootstrap --variant=minbase --include=sudo,git,make,ca-certificates "$suite" "$rootfs" "$mirror" >/dev/null
+        debootstrap --variant=minbase --include=sudo,git,make,ca-certificates,adduser "$suite" "$rootfs" "$mirror" >/dev/null
         tar -C "$rootfs" -c . | docker_cli import - "$image" >/dev/null
         rm -rf "$rootfs"
     fi
