@@ -22,7 +22,7 @@ PY
 apt_mb() { du -sm /var/cache/apt/archives | cut -f1; }
 sizes() {  # what is where: the checkout, its venvs, the runtime, apt's downloads
     local d out=()
-    for d in "$repo" "$repo/.venv" "$repo/.demo/venv" "$repo/.demo/export-venv" /usr/local/lib/pg_imgembed /var/cache/apt/archives; do
+    for d in "$repo" "$repo/.venv" "$repo/.demo/venv" "$repo/.demo/export-venv" "$home/venvs" /usr/local/lib/pg_imgembed /var/cache/apt/archives; do
         [ -e "$d" ] && out+=("$(du -sm "$d" | cut -f1) MB ${d#"$home"/}")
     done
     (IFS=,; echo "${out[*]}")
@@ -33,7 +33,7 @@ run_step() {  # name, command (run as the user, in the clone)
     before=$(disk_mb) started=$(date +%s) pip_before=$(downloaded_mb) apt_before=$(apt_mb)
     echo "[fresh] == $step_name: $2"
     runuser -u "$user" -- bash -lc "cd $repo && $2"
-    echo "[fresh] == $step_name: $(( $(date +%s) - started )) s; disk +$(( $(disk_mb) - before )) MB" \
+    echo "[fresh] == $step_name: $(( $(date +%s) - started )) s; disk $(printf %+d $(( $(disk_mb) - before ))) MB" \
          "(container $(disk_mb) MB); downloaded: pip $(( $(downloaded_mb) - pip_before )) MB, apt $(( $(apt_mb) - apt_before )) MB"
     echo "[fresh]    sizes: $(sizes)"
 }

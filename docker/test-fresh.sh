@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 # The committed HEAD, as a clone would get it (uncommitted changes are not part of the test).
 git bundle create "$work/pg_imgembed.bundle" HEAD 2>/dev/null
-cp docker/fresh-steps.sh "$work/"
+git show HEAD:docker/fresh-steps.sh > "$work/fresh-steps.sh"
 [ -s "$ca" ] && cp "$ca" "$work/proxy-ca.crt"
 echo "[fresh] testing $(git rev-parse --short HEAD) on: ${suites[*]}"
 
