@@ -1,7 +1,7 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
 # `make test` do the same first; `make lint` runs ruff and mypy; `make bench` prints the throughput table.
 # `make docker-images` and `make test-docker` do the same for the Docker image; `make test-fresh`
-# runs the README's commands as a new user would, in a fresh Debian 12 container.
+# runs the README's commands as a new user would, in fresh Debian 12 and 13 containers.
 # Variables: RUNTIME_DIR (where the server's Python packages go),
 # PG_CONFIG (which PostgreSQL; default: the newest installed),
 # ONNXRUNTIME (the runtime's onnxruntime build: onnxruntime, or onnxruntime-gpu[cuda,cudnn] for CUDA).
@@ -80,9 +80,9 @@ docker-images:
 test-docker: docker-images dev-venv
 	PG_IMGEMBED_TEST_TARGET=docker TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
 
-# The README's commands as a new user runs them, in fresh containers made with debootstrap
-# (FRESH_SUITES: bookworm, i.e. Debian 12, by default; trixie too). See docker/test-fresh.sh.
-FRESH_SUITES ?= bookworm
+# The README's commands as a new user runs them, in fresh containers made with debootstrap:
+# Debian 12 (bookworm) and 13 (trixie), about 20 minutes each on 2 cores. See docker/test-fresh.sh.
+FRESH_SUITES ?= bookworm trixie
 test-fresh:
 	docker/engine.sh
 	docker/test-fresh.sh $(FRESH_SUITES)

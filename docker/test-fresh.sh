@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test-fresh: the README's commands, run as a new user runs them, on fresh Debian machines.
 #
-# For each suite named (default: bookworm, i.e. Debian 12; trixie, Debian 13, also works), a
+# For each suite named (make test-fresh: bookworm and trixie, Debian 12 and 13), a
 # container from a debootstrap base (minbase plus sudo, git, make, ca-certificates, adduser: no PostgreSQL,
 # no Python) gets an ordinary user with a 0700 home (adduser's default), and the committed HEAD of
 # this checkout cloned there. As that user it runs, in the clone: `sudo make demo`, `sudo make
