@@ -1,4 +1,4 @@
-"""ALTER EXTENSION pg_imgembed UPDATE from every released version (0.1.0, 0.2.0) as released:
+"""ALTER EXTENSION pg_imgembed UPDATE from every released version as released:
 nothing lost, everything works, and the result is the same extension as a fresh install.
 
 Each release runs here as released: its frozen install script (sql/released/) and its Python
@@ -25,8 +25,11 @@ from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7", "0.3.0": "7230877"}  # version -> its release commit
+RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7", "0.3.0": "7230877", "0.4.0": "9e21f94"}  # version -> its release commit
 RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
+# Error rows as released versions name their table (0.4.0 made it a regclass).
+ERRORS_BEFORE_0_4_0 = "SELECT table_name, row_key, sqlstate FROM imgembed.errors"
+ERRORS = "SELECT 'public.' || tbl::text, row_key, sqlstate FROM imgembed.errors"
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(4)]
 
 # What the comparison reads: every property of the extension's objects a user or a dump can see.
@@ -123,7 +126,7 @@ def test_a_release_updates_without_losing_anything(released, databases):
             "models": conn.execute("SELECT name, sha256, is_default, bytes FROM imgembed.models").fetchall(),
             "vectors": conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall(),
             "jobs": conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall(),
-            "errors": conn.execute("SELECT table_name, row_key, sqlstate FROM imgembed.errors").fetchall(),
+            "errors": conn.execute(ERRORS_BEFORE_0_4_0 if released[0] < "0.4.0" else ERRORS).fetchall(),
         }
         assert len(before["vectors"]) == 3 and len(before["jobs"]) == 2 and len(before["errors"]) == 1
         err = conn.execute  # the release's SQL with this runtime: the error names the fix
@@ -143,7 +146,7 @@ def test_a_release_updates_without_losing_anything(released, databases):
         # table by oid, grants their role by oid (0: PUBLIC), and the triggers became bindings.
         assert conn.execute("SELECT tbl::text, row_key FROM imgembed.queue ORDER BY id").fetchall() == [
             (table, {k: str(v) for k, v in key.items()}) for table, key in before["jobs"]]
-        assert conn.execute("SELECT 'public.' || tbl::text, row_key, sqlstate FROM imgembed.errors").fetchall() == before["errors"]
+        assert conn.execute(ERRORS).fetchall() == before["errors"]
         assert conn.execute("SELECT model, grantee FROM imgembed.model_usage").fetchall() == [("tiny", 0)]
         assert conn.execute("SELECT tbl::text, vector_column, image_column, model, on_error, mode FROM imgembed.bindings "
                             "ORDER BY 1").fetchall() == [("items", "embedding", "photo", "tiny", "null", "sync"),
