@@ -3,6 +3,9 @@ benchmarks measure when a model's size and shape, not its weights, decide the co
 
 - ``vit_b16()``: ViT-B/16 (patch 16, 12 layers, width 768, 12 heads, MLP 3072; 86 M parameters),
   ``pixel_values`` (N, 3, 224, 224) -> the CLS token (N, 768).
+- ``mobilenet_v2()``: MobileNetV2 1.0 (inverted residual blocks of expansion 6, ReLU6, 3.5 M
+  parameters with its classifier, 2.2 M without), batch norm folded as an export gives it:
+  ``pixel_values`` (N, 3, 224, 224) -> the pooled features (N, 1280).
 - ``clip_text_b32()``: CLIP ViT-B/32's text tower (vocabulary 49,408, context 77, 12 layers,
   width 512, 8 heads, MLP 2048, causal attention; 63 M parameters), exported as
   ``CLIPTextModelWithProjection`` is: ``input_ids``, ``attention_mask`` -> ``text_embeds`` (N, 512),
@@ -94,6 +97,36 @@ def vit_b16(seed: int = 0) -> bytes:
     g.node("Gather", [x, g.const("cls.index", np.array(0, np.int64))], "embedding", axis=1)
     return g.model("vit_b16", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 224, 224])],
                    [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", d])])
+
+
+# (expansion, output channels, repeats, stride of the first block), as in the MobileNetV2 paper.
+MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def mobilenet_v2(seed: int = 0) -> bytes:
+    g = _Graph(seed)
+    low, high = g.const("zero", np.array(0, np.float32)), g.const("six", np.array(6, np.float32))
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, relu6: bool = True,
+             scale: float = 1.0) -> str:
+        w = g.weight(f"{name}.W", (cout, cin // groups, k, k), scale * np.sqrt(2 / (cin // groups * k * k)))
+        b = g.const(f"{name}.B", np.zeros(cout, np.float32))
+        y = g.node("Conv", [x, w, b], name, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=groups)
+        return g.node("Clip", [y, low, high], f"{name}.relu6") if relu6 else y
+
+    x, cin = conv("pixel_values", "stem", 3, 32, k=3, stride=2), 32
+    for stage, (expand, cout, repeats, first_stride) in enumerate(MOBILENET_V2):
+        for r in range(repeats):
+            p, stride, hidden = f"b{stage}.{r}", first_stride if r == 0 else 1, cin * expand
+            h = x if expand == 1 else conv(x, f"{p}.expand", cin, hidden)
+            h = conv(h, f"{p}.dw", hidden, hidden, k=3, stride=stride, groups=hidden)
+            h = conv(h, f"{p}.project", hidden, cout, relu6=False, scale=0.2)  # keeps the residual stream bounded
+            x = g.node("Add", [x, h], f"{p}.residual") if stride == 1 and cin == cout else h
+            cin = cout
+    x = conv(x, "head", cin, 1280)
+    g.node("Flatten", [g.node("GlobalAveragePool", [x], "pooled")], "embedding", axis=1)
+    return g.model("mobilenet_v2", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 224, 224])],
+                   [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 1280])])
 
 
 def clip_text_b32(seed: int = 0, dims: int = 512) -> bytes:

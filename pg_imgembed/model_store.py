@@ -29,6 +29,10 @@ from .settings import Settings
 from .templates import expand_template
 from .text_config import parse_text_config
 
+# A rebuilt pipeline's vectors count as the same when no component differs by more than this
+# fraction of the vector's length: float32 rounding of the preprocessing, carried through the model,
+# measured at 1e-7 to 4e-6 (README, "Rebuilding old models"); a real change is orders above it.
+SAME_VECTORS_TOLERANCE = 1e-5
 _COLUMNS = "name, sha256, bytes, dimensions, config::text AS config, generation"
 
 
@@ -185,6 +189,33 @@ class ModelStore:
             self.db.rows("INSERT INTO imgembed.model_usage (model, grantee) VALUES ($1, 0) ON CONFLICT DO NOTHING",
                          ["text"], [name])
         return self.db.rows("SELECT * FROM imgembed.models WHERE name = $1 AND modality = 'image'", ["text"], [name])
+
+    def rebuild(self, name: str) -> list[dict[str, Any]]:
+        """Re-emit a stored pipeline with this version's preprocessing prefix. Its vectors keep their
+        generation (columns stay current) only if the server measured them equal to the old ones
+        at float32 rounding level; otherwise it is a new generation, and the columns show stale."""
+        from .pipeline import compare_pipelines, rebuild_prefix  # the onnx package: off the embedding path
+
+        self.db.rows("SELECT imgembed._lock_model($1, true) AS locked", ["text"], [name])
+        stored = self.lookup(name)
+        old = self.onnx_bytes(stored.sha256)
+        new = rebuild_prefix(old)
+        if new is None:
+            return [{"model": name, "rebuilt": False, "old_sha256": stored.sha256, "sha256": stored.sha256,
+                     "generation": stored.generation, "same_vectors": True, "max_difference": 0.0, "min_cosine": 1.0}]
+        difference, cosine = compare_pipelines(old, new)
+        same = difference <= SAME_VECTORS_TOLERANCE
+        sha256 = hashlib.sha256(new).hexdigest()
+        (row,) = self.db.rows(
+            """UPDATE imgembed.model_store SET onnx = $2, sha256 = $3, bytes = $4, loaded_at = now(), loaded_by = current_user,
+                      generation = CASE WHEN $5 THEN generation ELSE pg_catalog.nextval('imgembed.model_generation') END
+                WHERE name = $1 RETURNING generation""",
+            ["text", "bytea", "text", "bigint", "bool"], [name, new, sha256, len(new), same])
+        if same:  # the text tower still embeds into the image tower's space
+            self.db.rows("UPDATE imgembed.text_model_store SET image_sha256 = $2 WHERE name = $1 AND image_sha256 = $3",
+                         ["text", "text", "text"], [name, sha256, stored.sha256])
+        return [{"model": name, "rebuilt": True, "old_sha256": stored.sha256, "sha256": sha256,
+                 "generation": row["generation"], "same_vectors": same, "max_difference": difference, "min_cosine": cosine}]
 
     def load_text(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config_json: str | None,
                   replace: bool | None, settings: Settings) -> list[dict[str, Any]]:

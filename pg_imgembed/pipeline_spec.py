@@ -13,7 +13,9 @@ from .model_config import ModelConfig, OutputConfig, PreprocessConfig, parse_con
 
 METADATA_KEY = "pg_imgembed.pipeline"
 DERIVED_KEY = "pg_imgembed.derived_from"  # a model made from another (an INT8 copy): which, and how
-FORMAT = 1
+# 2: the preprocessing prefix of 0.5.0 (pipeline.py's _pre_nodes); 1: the one before it (Cast, Mul,
+# Sub, Div on NHWC floats), which imgembed.rebuild_model re-emits.
+FORMAT = 2
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
 

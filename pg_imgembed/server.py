@@ -167,6 +167,13 @@ class Server:
         return row
 
     @sql_function
+    def rebuild_model(self, name: str) -> list:
+        self._require_execute("imgembed.rebuild_model(text)")
+        rows = self.store.rebuild(name)
+        self._prune_model_files(self.settings())  # the old bytes' file
+        return rows
+
+    @sql_function
     def load_text_model(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config: str | None,
                         replace: bool | None) -> list:
         self._require_execute("imgembed.load_text_model(text,bytea,bytea,jsonb,boolean)")

@@ -3,6 +3,7 @@
     pg-imgembed models build  MODEL.onnx|--from-dir DIR [--config JSON|--template T] -o PIPELINE.onnx
     pg-imgembed models load   NAME MODEL.onnx|--from-dir DIR|--catalog ID [--config|--template] [--replace] [--default]
     pg-imgembed models quantize NAME --as NEW_NAME --calibrate "SELECT photo FROM ..." [--samples N]
+    pg-imgembed models rebuild [NAME ...]
     pg-imgembed models list | export NAME FILE | drop NAME | catalog | templates
     pg-imgembed backfill TABLE IMAGE_COLUMN VECTOR_COLUMN [--model M] [--batch-size N]
     pg-imgembed status
@@ -218,6 +219,21 @@ def cmd_drop(args: argparse.Namespace) -> None:
     print(f"dropped {args.name}")
 
 
+def cmd_rebuild(args: argparse.Namespace) -> None:
+    with connect(args) as conn:  # one transaction per model: a failure keeps the models rebuilt before it
+        names = args.names or [r[0] for r in conn.execute("SELECT name FROM imgembed.models WHERE modality = 'image' ORDER BY name")]
+        for name in names:
+            _, rebuilt, old, new, generation, same, difference, cosine = conn.execute(
+                "SELECT * FROM imgembed.rebuild_model(%s)", (name,)).fetchone()
+            if not rebuilt:
+                print(f"{name}: already current (sha256 {old[:12]})")
+                continue
+            verdict = (f"vectors unchanged (largest difference {difference:.1e} of their length), generation {generation} kept"
+                       if same else f"vectors changed (largest difference {difference:.1e}, lowest cosine {cosine:.7f}): "
+                       f"generation {generation}, columns it made are stale until backfilled")
+            print(f"{name}: rebuilt, sha256 {old[:12]} -> {new[:12]}; {verdict}")
+
+
 def cmd_catalog(args: argparse.Namespace) -> None:
     table(("model_id", "tower", "template", "dims", "license", "onnx", "notes"),
           [(m.model_id, m.modality, m.template or "-", m.dimensions, m.license, m.onnx_file or "-", m.notes) for m in catalog.CATALOG])
@@ -353,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
                         help="export the text tower as fastembed lays it out (model.onnx, tokenizer.json, tokenizer_config.json)")
     drop = command(models, "drop", "remove a model from the database", cmd_drop)
     drop.add_argument("name", metavar="NAME", help="the model's name in the database")
+    rebuild = command(models, "rebuild", "re-emit models stored by earlier versions with this version's faster preprocessing",
+                      cmd_rebuild)
+    rebuild.add_argument("names", nargs="*", metavar="NAME", help="the models to rebuild (default: every model you can see)")
     quantize = command(models, "quantize", "store an INT8 copy of a model, calibrated on your images, with a quality report",
                        cmd_quantize)
     quantize.add_argument("name", metavar="NAME", help="the stored (fp32) model to quantize")

@@ -97,6 +97,34 @@ COMMENT ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) IS
 REVOKE ALL ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) FROM PUBLIC;  -- model administrators only
 GRANT EXECUTE ON FUNCTION imgembed.load_model(text, bytea, jsonb, boolean, boolean) TO imgembed_admin;
 
+CREATE OR REPLACE FUNCTION imgembed._rebuild_model(name text)
+RETURNS TABLE (model text, rebuilt boolean, old_sha256 text, sha256 text, generation bigint, same_vectors boolean,
+               max_difference double precision, min_cosine double precision)
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+#bootstrap
+return GD["imgembed"].rebuild_model(name)
+$python$;
+COMMENT ON FUNCTION imgembed._rebuild_model(text) IS 'The body of rebuild_model()';
+
+CREATE OR REPLACE FUNCTION imgembed.rebuild_model(name text)
+RETURNS TABLE (model text, rebuilt boolean, old_sha256 text, sha256 text, generation bigint, same_vectors boolean,
+               max_difference double precision, min_cosine double precision)
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM imgembed._rebuild_model(name);
+#reraise
+END
+$$;
+COMMENT ON FUNCTION imgembed.rebuild_model(text) IS
+    'Re-emit a model stored by an earlier version with this version''s preprocessing (same weights, faster); '
+    'it keeps its generation only if its vectors measure equal at float32 rounding level';
+REVOKE ALL ON FUNCTION imgembed.rebuild_model(text) FROM PUBLIC;  -- model administrators only
+GRANT EXECUTE ON FUNCTION imgembed.rebuild_model(text) TO imgembed_admin;
+
 CREATE OR REPLACE FUNCTION imgembed._set_default_model(name text) RETURNS void
 LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
