@@ -8,6 +8,7 @@
 
 RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
 VENV ?= .venv
+TRITON_VENV ?= .triton-venv
 DEMO_VENV = .demo/venv
 PYTEST_ARGS ?=
 find_pg_config = $(firstword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -rV))
@@ -20,7 +21,7 @@ SUDO_OWNER := $(shell [ "$$(id -u)" = 0 ] && [ -n "$$SUDO_UID" ] && [ "$$SUDO_UI
 AS_USER = $(if $(SUDO_OWNER),runuser -u $(SUDO_OWNER) --)
 GIVE_BACK = $(if $(SUDO_OWNER),chown -R -h --from=0:0 $$SUDO_UID:$$SUDO_GID .,true)
 
-.PHONY: install deps demo demo-check test lint test-docker test-fresh docker-images bench dev-venv clean
+.PHONY: install deps demo demo-check test lint test-docker test-fresh docker-images bench dev-venv triton-venv clean
 
 install: deps
 	status=0; $(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
@@ -37,6 +38,15 @@ $(VENV)/.installed: requirements-dev.txt requirements-runtime.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(AS_USER) /usr/bin/python3 -m venv $(VENV)
 	$(AS_USER) $(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(AS_USER) $(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	$(AS_USER) touch $@
+
+# pg-imgembed serve's Triton (requirements-serve.txt): a venv of its own, from the system's Python
+# (the Python backend's stub links its libpython), with numpy<2 as nvidia-pytriton requires.
+triton-venv: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed: requirements-serve.txt
+	test -x $(TRITON_VENV)/bin/python || $(AS_USER) /usr/bin/python3 -m venv $(TRITON_VENV)
+	$(AS_USER) $(TRITON_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-serve.txt
 	$(AS_USER) touch $@
 
 # The demo needs only the installed extension and a PostgreSQL client to drive it: its venv sees
@@ -66,8 +76,8 @@ lint: dev-venv
 
 # pytest runs as root (its server as postgres, as on a host where root installed it); no cache in
 # the checkout, and what it leaves there goes back to the checkout's owner.
-test: install dev-venv
-	status=0; PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests \
+test: install dev-venv triton-venv
+	status=0; PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) PG_IMGEMBED_TRITON_VENV=$(abspath $(TRITON_VENV)) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests \
 		|| status=$$?; $(GIVE_BACK); exit $$status
 
 # Docker: the CPU image (CUDA=1: the CUDA image too), and the whole suite against the CPU image
@@ -90,4 +100,4 @@ test-fresh:
 # A demo cluster still running is stopped first (as the user it runs as).
 clean:
 	@scripts/demo-cluster.sh stop
-	rm -rf build .demo
+	rm -rf build .demo $(TRITON_VENV)

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .decode import decode_image
-from .errors import InferenceFailed, InvalidConfig, InvalidModel
+from .errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
 from .model_config import ModelConfig
 from .onnx_session import CUDA, first_line, make_session, read_input_geometry
 from .optimized_graphs import GraphPlan
@@ -30,10 +31,11 @@ class EmbeddingModel:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
 
     def __init__(self, source: bytes | Path | None, config: ModelConfig, *, threads: int = 1, provider: str = "cpu",
-                 graph: GraphPlan | None = None):
-        self.session = make_session(source, threads, provider, graph)
+                 graph: GraphPlan | None = None, session: Any = None):
+        """``session``: one made elsewhere (a ``RemoteSession``: an inference server runs the graph)."""
+        self.session = session if session is not None else make_session(source, threads, provider, graph)
         self.threads = threads
-        self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"  # the one that runs
+        self.provider = runs_on(self.session)
         self.pipeline_spec = read_spec(self.session)
         if self.pipeline_spec is not None:  # a pipeline model carries its own config
             config = outside_config(self.pipeline_spec)
@@ -85,6 +87,8 @@ class EmbeddingModel:
         batch: np.ndarray = np.stack(tensors).astype(self.geometry.dtype, copy=False)
         try:
             (raw,) = self.session.run([self.output_name], {self.geometry.name: batch})
+        except ImgEmbedError:  # an inference server's own errors say what failed
+            raise
         except Exception as exc:
             raise InferenceFailed(f"onnxruntime failed: {first_line(exc)}") from exc
         vectors = pool(np.asarray(raw, dtype=np.float32), self.config.output.pooling, self.geometry.layout)
@@ -116,6 +120,12 @@ class EmbeddingModel:
                 f"the model's output has {vector.size} dimensions; pgvector's vector holds at most {MAX_DIMENSIONS}"
             )
         return vector
+
+
+def runs_on(session: Any) -> str:
+    """cuda, cpu, or the URL of the inference server that runs the session."""
+    first = session.get_providers()[0]
+    return "cuda" if first == CUDA else "cpu" if first == "CPUExecutionProvider" else first
 
 
 def pool(raw: np.ndarray, pooling: str, layout: str) -> np.ndarray:

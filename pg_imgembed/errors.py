@@ -120,6 +120,20 @@ class InferenceFailed(ImgEmbedError):
     sqlstate = "38000"  # external_routine_exception
 
 
+class InferenceServerUnavailable(ImgEmbedError):
+    """The inference server (imgembed.inference_server, the worker's --inference-server) did not
+    answer: refused, unreachable, or slower than imgembed.inference_timeout_ms."""
+
+    sqlstate = "08006"  # connection_failure
+
+
+class ServedModelMismatch(ImgEmbedError):
+    """The inference server does not serve the stored model's bytes (another version, a replaced
+    model not yet loaded, or none)."""
+
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
 class ProviderUnavailable(ImgEmbedError):
     """The onnxruntime execution provider asked for (``cuda``) cannot run on this host."""
 

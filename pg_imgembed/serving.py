@@ -2,8 +2,10 @@
 triggers and backfill in a backend (over plpy), and the worker's threads (over psycopg).
 
 It finds the model (``ModelStore`` over either ``Database``), keeps its ready session
-(``SessionCache``, keyed by what determines a session: sha256, config, threads, provider), loads
-it through the server's verified file cache where there is one, and embeds.
+(``SessionCache``, keyed by what determines a session: sha256, config, threads, and where it runs),
+loads it through the server's verified file cache where there is one, and embeds. Where it runs is
+decided here and nowhere else: onnxruntime in this process, or the inference server that
+``imgembed.inference_server`` (the worker: ``--inference-server``) names (inference_server.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError
+from .inference_server import TEXT_SUFFIX, RemoteSession, V2Client
 from .model_config import parse_config
 from .model_file_cache import ModelFileCache, UnsafeDirectory
 from .model_store import ModelStore, StoredModel, StoredTextModel
@@ -41,6 +44,7 @@ class Serving:
         self.text_cache: SessionCache[TextModel] = SessionCache()
         self._lock = threading.Lock()  # the worker's threads share one cache
         self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
+        self._clients: dict[tuple[str, str, int], V2Client] = {}
         self.graphs = OptimizedGraphs()
         self._warned: set[str] = set()
         # The last (model, image or text) -> vector text: `ORDER BY e <=> img_embedding(q)` without
@@ -56,13 +60,16 @@ class Serving:
         """The ready session of a stored model (threads and provider default to the settings')."""
         threads = threads or settings.threads
         provider = provider or settings.execution_provider
-        key = ModelKey(stored.sha256, stored.config, threads, provider)
+        key = ModelKey(stored.sha256, stored.config, threads, settings.inference_server or provider)
         with self._lock:
             return self.cache.get(stored.name, key, lambda: self._load(store, stored, settings, threads, provider),
                                   settings.max_cached_models)
 
     def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> EmbeddingModel:
         config = parse_config(json.loads(stored.config))
+        if settings.inference_server:
+            remote = RemoteSession(self.client(settings), stored.name, stored.generation, stored.sha256)
+            return EmbeddingModel(None, config, threads=threads, session=remote)
         return self._from_file_cache(stored.sha256, stored.bytes, lambda: store.onnx_bytes(stored.sha256), settings, provider,
                                      lambda source, graph: EmbeddingModel(source, config, threads=threads, provider=provider,
                                                                           graph=graph))
@@ -74,6 +81,9 @@ class Serving:
         def load() -> TextModel:
             tokenizer = store.text_bytes(stored.sha256, "tokenizer")
             config = parse_text_config(json.loads(stored.config))
+            if settings.inference_server:
+                remote = RemoteSession(self.client(settings), stored.name + TEXT_SUFFIX, stored.generation, stored.sha256)
+                return TextModel(None, tokenizer, config, threads=settings.threads, session=remote)
             return self._from_file_cache(
                 stored.sha256, stored.bytes, lambda: store.text_bytes(stored.sha256, "onnx"), settings, settings.execution_provider,
                 lambda source, graph: TextModel(source, tokenizer, config, threads=settings.threads,
@@ -81,6 +91,15 @@ class Serving:
 
         with self._lock:
             return self.text_cache.get(stored.name, key, load, settings.max_cached_models)
+
+    def client(self, settings: Settings) -> V2Client:
+        """One client (its keep-alive connections) per server, token file and timeout."""
+        key = (settings.inference_server, settings.inference_token_file, settings.inference_timeout_ms)
+        if key not in self._clients:
+            for old in self._clients.values():  # settings changed: the old server's connections go
+                old.close()
+            self._clients = {key: V2Client(*key)}
+        return self._clients[key]
 
     def _from_file_cache(self, sha256: str, size: int, read: Callable[[], bytes], settings: Settings, provider: str,
                          make: Callable[[bytes | Path | None, GraphPlan | None], M]) -> M:
@@ -158,7 +177,7 @@ class Serving:
         sync trigger), so the model is held until commit (see ModelStore.lookup_for_writing)."""
         stored = store.lookup_for_writing(name) if writing and name is not None else store.lookup(name)
         model = self.model(store, stored, settings)
-        memo = (ModelKey(stored.sha256, stored.config, model.threads, settings.execution_provider), settings)
+        memo = (ModelKey(stored.sha256, stored.config, model.threads, settings.inference_server or settings.execution_provider), settings)
         if self._last is not None and self._last[0] == memo and self._last[1] == image:
             return self._last[2]
         try:
@@ -197,4 +216,5 @@ class Serving:
 
 def text_key(stored: StoredTextModel, settings: Settings) -> ModelKey:
     """What determines a text tower's session: its ONNX and its tokenizer, config, threads, provider."""
-    return ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads, settings.execution_provider)
+    return ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads,
+                    settings.inference_server or settings.execution_provider)

@@ -20,7 +20,7 @@ class ModelKey(NamedTuple):
     sha256: str
     config: str
     threads: int
-    provider: str  # imgembed.execution_provider as set, so changing it takes effect at the next call
+    provider: str  # imgembed.execution_provider as set (or the inference server's URL), so a change takes effect at the next call
 
 
 class SessionCache(Generic[M]):

@@ -30,6 +30,9 @@ class Settings:
     optimized_graphs: bool = True  # cache onnxruntime's optimized graphs beside the model files
     decode_buffer_mb: int = 64  # freed image memory kept for the next decode; 0: give it back at once
     execution_provider: str = "auto"  # "auto": CUDA where onnxruntime-gpu can start it, else CPU; "cpu"; "cuda"
+    inference_server: str = ""  # a V2 server's http(s):// URL that runs the models; "": onnxruntime in this process
+    inference_token_file: str = ""  # a file holding the bearer token for inference_server; "": none
+    inference_timeout_ms: int = 30_000  # longest wait for one answer of inference_server
 
     @property
     def threads(self) -> int:
@@ -53,6 +56,7 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
     _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 64)
     _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 100)
     _check_range("imgembed.decode_buffer_mb", settings.decode_buffer_mb, 0, 4096)
+    _check_range("imgembed.inference_timeout_ms", settings.inference_timeout_ms, 1, 3_600_000)
     settings = replace(settings, execution_provider=settings.execution_provider.lower())
     if settings.execution_provider not in EXECUTION_PROVIDERS:
         raise InvalidSetting(

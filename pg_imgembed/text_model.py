@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_model import MAX_DIMENSIONS, l2_normalize
-from .errors import ImageTooLarge, InferenceFailed, InvalidConfig, InvalidModel
-from .onnx_session import CUDA, first_line, make_session
+from .embedding_model import MAX_DIMENSIONS, l2_normalize, runs_on
+from .errors import ImageTooLarge, ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
+from .onnx_session import first_line, make_session
 from .optimized_graphs import GraphPlan
 from .text_config import TextConfig, TokenizerConfig
 
@@ -42,11 +42,11 @@ def load_tokenizer(tokenizer_json: bytes) -> Any:
 
 class TextModel:
     def __init__(self, source: bytes | Path | None, tokenizer_json: bytes, config: TextConfig, *, threads: int = 1,
-                 provider: str = "cpu", graph: GraphPlan | None = None) -> None:
+                 provider: str = "cpu", graph: GraphPlan | None = None, session: Any = None) -> None:
         self.tokenizer = load_tokenizer(tokenizer_json)
-        self.session = make_session(source, threads, provider, graph)
+        self.session = session if session is not None else make_session(source, threads, provider, graph)
         self.threads = threads
-        self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        self.provider = runs_on(self.session)
         inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in inputs:
             raise InvalidModel(f"a text tower takes input_ids; this model's inputs are {', '.join(inputs)}",
@@ -114,6 +114,8 @@ class TextModel:
         feeds = self.ids(texts)
         try:
             (raw,) = self.session.run([self.output_name], feeds)
+        except ImgEmbedError:  # an inference server's own errors say what failed
+            raise
         except Exception as exc:
             raise InferenceFailed(f"onnxruntime failed: {first_line(exc)}") from exc
         vectors = pool_tokens(np.asarray(raw, dtype=np.float32), self.config.output.pooling, feeds)

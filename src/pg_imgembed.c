@@ -6,7 +6,9 @@
  *
  * - paths (imgembed.runtime_dir, imgembed.model_cache) and what the server writes there
  *   (imgembed.optimized_graphs) are PGC_SUSET: only a superuser (or a role granted SET on the
- *   parameter) chooses them, at server, database, role or session level;
+ *   parameter) chooses them, at server, database, role or session level; so are where backends
+ *   send images (imgembed.inference_server, a network destination) and the file of the bearer
+ *   token they send there (imgembed.inference_token_file);
  * - resource limits are PGC_USERSET with a check hook: a role that is not a superuser may only
  *   lower them in its session (SET, SET LOCAL), never raise them, and may not put them into
  *   per-database or per-role defaults, connection options or a function's SET clause, so every
@@ -52,6 +54,9 @@ static int	max_cached_models = 4;
 static int	decode_buffer_mb = 64;
 static bool force_exact_decode = false;
 static int	execution_provider = 0;
+static char *inference_server = NULL;
+static char *inference_token_file = NULL;
+static int	inference_timeout_ms = 30000;
 
 /*
  * Set when a connection option of a role that is not a superuser tried to set a limit. Such a
@@ -152,6 +157,12 @@ check_decode_buffer_mb(int *newval, void **extra, GucSource source)
 	return limit_allowed("imgembed.decode_buffer_mb", decode_buffer_mb, *newval, source);
 }
 
+static bool
+check_inference_timeout_ms(int *newval, void **extra, GucSource source)
+{
+	return limit_allowed("imgembed.inference_timeout_ms", inference_timeout_ms, *newval, source);
+}
+
 void
 _PG_init(void)
 {
@@ -195,6 +206,19 @@ _PG_init(void)
 							 "onnxruntime execution provider: auto (CUDA where it starts), cpu or cuda.",
 							 NULL, &execution_provider, 0, execution_providers, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomStringVariable("imgembed.inference_server",
+							   "Open Inference Protocol (KServe V2) server that runs the models: http:// or https:// URL (superuser only).",
+							   "Empty: onnxruntime inside the backend.",
+							   &inference_server, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("imgembed.inference_token_file",
+							   "File holding the bearer token sent to imgembed.inference_server (superuser only).",
+							   "Empty: no Authorization header.",
+							   &inference_token_file, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("imgembed.inference_timeout_ms",
+							"Longest wait for one answer of imgembed.inference_server, in milliseconds.",
+							"Any role may lower it; only a superuser may raise it.",
+							&inference_timeout_ms, 30000, 1, 3600000, PGC_USERSET, 0,
+							check_inference_timeout_ms, NULL, NULL);
 	MarkGUCPrefixReserved("imgembed");
 	defining_settings = false;
 }

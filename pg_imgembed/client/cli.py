@@ -4,10 +4,11 @@
     pg-imgembed models load   NAME MODEL.onnx|--from-dir DIR|--catalog ID [--config|--template] [--replace] [--default]
     pg-imgembed models quantize NAME --as NEW_NAME --calibrate "SELECT photo FROM ..." [--samples N]
     pg-imgembed models rebuild [NAME ...]
-    pg-imgembed models list | export NAME FILE | drop NAME | catalog | templates
+    pg-imgembed models list | export NAME FILE | export NAME DIR --triton | drop NAME | catalog | templates
     pg-imgembed backfill TABLE IMAGE_COLUMN VECTOR_COLUMN [--model M] [--batch-size N]
     pg-imgembed status
-    pg-imgembed worker [--concurrency N] ...
+    pg-imgembed worker [--concurrency N] [--inference-server URL] ...
+    pg-imgembed serve NAME [NAME ...] [--provider auto|cpu|cuda] [--http-port 8000] ...
 
 The database is named the libpq way: --dsn (before or after the command) or the PG* environment
 variables. Transfers and backfills show a progress bar on a terminal and plain lines otherwise.
@@ -182,6 +183,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     progress = Progress(f"export {args.name}")
     with connect(args) as conn:
+        if args.triton:
+            from .models import export_triton
+
+            names = export_triton(conn, args.name, args.file, max_batch_size=args.max_batch_size, instances=args.instances,
+                                  gpu=not args.cpu, tensorrt_fp16=args.tensorrt_fp16, warn=progress.line)
+            print(f"{args.file}: Triton model repository of {', '.join(names)} (platform onnxruntime_onnx)")
+            return
         if args.text:
             directory = export_text_model(conn, args.name, args.file, progress=progress.bytes)
             progress.line(f"export {args.name} (text tower): {directory}")
@@ -281,6 +289,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     run_from_args(getattr(args, "dsn", None), args)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import run_from_args
+
+    run_from_args(getattr(args, "dsn", None), args)
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     with connect(args) as conn:
         queue = conn.execute("SELECT tbl::text, vector_column, queued, in_progress, failed, done, "
@@ -367,6 +381,13 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("file", metavar="PATH", help="the ONNX file to write (--text: the directory)")
     export.add_argument("--text", action="store_true",
                         help="export the text tower as fastembed lays it out (model.onnx, tokenizer.json, tokenizer_config.json)")
+    export.add_argument("--triton", action="store_true",
+                        help="write a Triton model repository into the directory PATH (NAME/config.pbtxt, NAME/<generation>/model.onnx; "
+                             "the text tower as NAME.text) for NVIDIA's Triton images")
+    export.add_argument("--max-batch-size", type=int, default=16, help="--triton: max_batch_size (default 16)")
+    export.add_argument("--instances", type=int, default=1, help="--triton: model instances per GPU (default 1)")
+    export.add_argument("--cpu", action="store_true", help="--triton: instances on the CPU (default: KIND_GPU)")
+    export.add_argument("--tensorrt-fp16", action="store_true", help="--triton: run through TensorRT in FP16 (its vectors differ slightly)")
     drop = command(models, "drop", "remove a model from the database", cmd_drop)
     drop.add_argument("name", metavar="NAME", help="the model's name in the database")
     rebuild = command(models, "rebuild", "re-emit models stored by earlier versions with this version's faster preprocessing",
@@ -399,6 +420,23 @@ def parser() -> argparse.ArgumentParser:
     command(commands, "status", "show the async queue and the lineage of embedded columns", cmd_status)
 
     worker_arguments(command(commands, "worker", "embed the rows async triggers queued", cmd_worker))
+    serve = command(commands, "serve", "serve models of the database over KServe V2 (HTTP, gRPC) with Triton Inference Server",
+                    cmd_serve)
+    serve.add_argument("names", nargs="+", metavar="NAME", help="the models to serve (with their text towers)")
+    serve.add_argument("--triton-venv", metavar="DIR",
+                       help="the venv with nvidia-pytriton (default: $PG_IMGEMBED_TRITON_VENV, else this Python's)")
+    serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, default=8000, help="V2 over HTTP (default 8000)")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="V2 over gRPC (default 8001)")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default 8002)")
+    serve.add_argument("--provider", choices=EXECUTION_PROVIDERS, default="auto",
+                       help="onnxruntime execution provider (default auto: CUDA where onnxruntime-gpu can run it, else CPU)")
+    serve.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model instance (default: half the cores, 1 to 4)")
+    serve.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    serve.add_argument("--max-batch-size", type=int, default=16, help="largest batch Triton forms (default 16)")
+    serve.add_argument("--queue-delay-us", type=int, default=2000,
+                       help="how long Triton waits for more requests to batch, in microseconds (default 2000)")
+    serve.add_argument("--poll", type=float, default=5.0, help="seconds between checks for replaced models (default 5)")
     return root
 
 
@@ -414,6 +452,12 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-threads", type=int, default=0,
                         help="image decoding threads per worker thread (default: cores / concurrency)")
     parser.add_argument("--once", action="store_true", help="exit when no job is ready")
+    parser.add_argument("--inference-server", metavar="URL",
+                        help="an Open Inference Protocol (KServe V2) server that runs the models, http:// or https:// "
+                             "(pg-imgembed serve, Triton); default: onnxruntime in this process")
+    parser.add_argument("--inference-token-file", metavar="FILE", help="a file holding the bearer token for --inference-server")
+    parser.add_argument("--inference-timeout-ms", type=int, default=30_000,
+                        help="longest wait for one answer of --inference-server (default 30000)")
     parser.add_argument("--allow-version-mismatch", action="store_true",
                         help="start although onnxruntime, numpy or Pillow differ from the server's runtime (vectors may differ)")
 

@@ -151,6 +151,25 @@ def export_model(conn: psycopg.Connection[Any], name: str, file: str | os.PathLi
     return size, sha
 
 
+def export_triton(conn: psycopg.Connection[Any], name: str, directory: str | os.PathLike[str], *, max_batch_size: int = 16,
+                  instances: int = 1, gpu: bool = True, tensorrt_fp16: bool = False,
+                  warn: Callable[[str], None] = print) -> list[str]:
+    """A Triton model repository for NVIDIA's images: ``DIR/NAME`` (and ``DIR/NAME.text``, the text
+    tower) with ``config.pbtxt`` (platform onnxruntime_onnx) and ``<generation>/model.onnx``, the
+    stored bytes. Returns the model names written."""
+    from ..model_store import ModelStore
+    from ..triton_repository import config_pbtxt, stored_models, write_model
+    from .pg_database import PsycopgDatabase
+
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for model in stored_models(ModelStore(PsycopgDatabase(conn)), name, {}, warn):
+        config = config_pbtxt(model, max_batch_size=max_batch_size, instances=instances, gpu=gpu, tensorrt_fp16=tensorrt_fp16)
+        write_model(os.fspath(directory), model, config, {"model.onnx": model.onnx}, private=False)
+        written.append(model.name)
+    return written
+
+
 def write_chunks(conn: psycopg.Connection[Any], query: str, name: str, size: int, file: Path,
                  progress: ProgressCallback | None) -> str:
     """Read a bytea column in chunks into a file; its sha256. substring() of an uncompressed

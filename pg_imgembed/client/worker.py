@@ -27,6 +27,9 @@ on one host or many, share the queue:
   must equal ``img_embedding``'s. ``pip install 'pg_imgembed[worker]'`` pins the server's versions.
 - **``--provider cuda`` that cannot start** (no GPU, no CUDA libraries): release the jobs without
   spending an attempt, stop, exit 2. ``auto`` (the default) uses the CPU there instead.
+- **``--inference-server URL``:** a V2 server runs the model (serving.py); decoding stays here. When
+  it does not answer, the jobs in hand are released without spending an attempt and the worker
+  waits, doubling the wait up to a minute, until it answers again.
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ import socket
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..batch import embed_many
 from ..decode import keep_buffers
 from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
 from ..embedding_model import EmbeddingModel
-from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
+from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
 from ..model_store import ModelStore
 from ..serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
@@ -78,6 +81,9 @@ class Options:
     decode_threads: int = 0  # per worker thread; 0: the cores shared out among the worker threads
     idle_s: float = 1.0
     once: bool = False  # stop when the queue has nothing ready
+    inference_server: str = ""  # a V2 server's URL that runs the models; "": onnxruntime here
+    inference_token_file: str = ""
+    inference_timeout_ms: int = 30_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Worker:
         self.done = 0
         self.failed = 0
         self.fatal: ImgEmbedError | None = None  # why the worker stopped on its own
+        self.server_down_s = 0.0  # the current wait for the inference server; 0 while it answers
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------ running
@@ -167,6 +174,13 @@ class Worker:
                 self.stop.set()
                 self._release(conn, [job.id for rest in pending[n:] for job in rest])
                 return
+            except InferenceServerUnavailable as exc:  # no job can run until it answers: wait, spend no attempts
+                self._release(conn, [job.id for rest in pending[n:] for job in rest])
+                self.server_down_s = min(max(self.server_down_s * 2, self.options.retry_base_s), 60.0)
+                log.warning("%s; jobs released, trying again in %.0f s", exc.message, self.server_down_s)
+                self.stop.wait(self.server_down_s)
+                return
+        self.server_down_s = 0.0
 
     def _complete_group(self, conn: Any, group: list[Job]) -> None:
         import psycopg
@@ -177,7 +191,7 @@ class Worker:
             with self._count_lock:
                 self.done += done
                 self.failed += failed
-        except (ProviderUnavailable, psycopg.OperationalError):
+        except (ProviderUnavailable, InferenceServerUnavailable, psycopg.OperationalError):
             raise
         except Exception as exc:  # transient: database, inference, a model being replaced...
             if len(group) == 1:
@@ -205,7 +219,10 @@ class Worker:
         check_owner_may_use(db, str(first.relid), model_name)
         gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
                                  (list(SETTING_NAMES),)).fetchall())
-        settings = read_settings(gucs.get)
+        # Where the model runs is the worker's own choice (its command line), never the database's.
+        settings = replace(read_settings(gucs.get), inference_server=self.options.inference_server,
+                           inference_token_file=self.options.inference_token_file,
+                           inference_timeout_ms=self.options.inference_timeout_ms)
         keep_buffers(settings.decode_buffer_mb)
         model = self._model(db, model_name, settings)
         target = (first.relid, first.vector_column)
@@ -331,11 +348,14 @@ def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
                                        threads=args.threads, provider=args.provider,
-                                       decode_threads=args.decode_threads, once=args.once))
+                                       decode_threads=args.decode_threads, once=args.once,
+                                       inference_server=args.inference_server or "", inference_token_file=args.inference_token_file or "",
+                                       inference_timeout_ms=args.inference_timeout_ms))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
-    log.info("started %s: concurrency %d, batch size %d, %d decode threads each, provider %s", worker.name,
-             args.concurrency, args.batch_size, worker.decode_threads, args.provider)
+    log.info("started %s: concurrency %d, batch size %d, %d decode threads each, %s", worker.name,
+             args.concurrency, args.batch_size, worker.decode_threads,
+             f"inference server {args.inference_server}" if args.inference_server else f"provider {args.provider}")
     worker.run()
     log.info("stopped: %d embedded, %d failed", worker.done, worker.failed)
     if worker.fatal is not None:
