@@ -69,7 +69,8 @@ class V2Client:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
-        for attempt in (1, 2):
+        retried = False
+        while True:
             conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
             reused = conn is not None
             if conn is None:
@@ -80,8 +81,9 @@ class V2Client:
                 data = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
-                if reused and attempt == 1:
-                    continue  # the server closed an idle keep-alive connection: once more on a new one
+                if reused and not retried:  # the server closed an idle keep-alive connection: once more on a new one
+                    retried = True
+                    continue
                 raise self.unavailable(exc) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
@@ -89,7 +91,6 @@ class V2Client:
             if response.will_close:
                 self.close()
             return response.status, response, data
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -60,7 +60,7 @@ class Serving:
         """The ready session of a stored model (threads and provider default to the settings')."""
         threads = threads or settings.threads
         provider = provider or settings.execution_provider
-        key = ModelKey(stored.sha256, stored.config, threads, settings.inference_server or provider)
+        key = ModelKey(stored.sha256, stored.config, threads, placement(settings, provider))
         with self._lock:
             return self.cache.get(stored.name, key, lambda: self._load(store, stored, settings, threads, provider),
                                   settings.max_cached_models)
@@ -177,7 +177,7 @@ class Serving:
         sync trigger), so the model is held until commit (see ModelStore.lookup_for_writing)."""
         stored = store.lookup_for_writing(name) if writing and name is not None else store.lookup(name)
         model = self.model(store, stored, settings)
-        memo = (ModelKey(stored.sha256, stored.config, model.threads, settings.inference_server or settings.execution_provider), settings)
+        memo = (ModelKey(stored.sha256, stored.config, model.threads, placement(settings, settings.execution_provider)), settings)
         if self._last is not None and self._last[0] == memo and self._last[1] == image:
             return self._last[2]
         try:
@@ -217,4 +217,12 @@ class Serving:
 def text_key(stored: StoredTextModel, settings: Settings) -> ModelKey:
     """What determines a text tower's session: its ONNX and its tokenizer, config, threads, provider."""
     return ModelKey(stored.sha256 + stored.tokenizer_sha256, stored.config, settings.threads,
-                    settings.inference_server or settings.execution_provider)
+                    placement(settings, settings.execution_provider))
+
+
+def placement(settings: Settings, provider: str) -> str:
+    """Where a session runs: the onnxruntime provider, or the inference server with what its client
+    was made with (a new token file or timeout takes effect at the next call)."""
+    if not settings.inference_server:
+        return provider
+    return f"{settings.inference_server} {settings.inference_token_file} {settings.inference_timeout_ms}"

@@ -136,7 +136,7 @@ def test_templates_in_sql_and_config(dsn, conn):
 
 # ------------------------------------------------------------------ rough edges, with exact output
 
-COMMANDS = ("commands: models, backfill, status, worker\n"
+COMMANDS = ("commands: models, backfill, status, worker, serve\n"
             "run 'pg-imgembed COMMAND --help' for a command's options\n")
 
 

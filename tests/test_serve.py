@@ -409,3 +409,64 @@ def test_the_worker_waits_out_a_dead_server_and_loses_nothing(conn, db):
     assert conn.execute("SELECT count(*) FROM imgembed.queue").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM imgembed.errors").fetchone() == (0,)
     assert_every_row_embedded_once(conn, name)
+
+
+# ------------------------------------------------------------------ a repository for NVIDIA's Triton images
+
+def parse_config(path: Path) -> dict:
+    """config.pbtxt through Triton's own model_config protobuf (tritonclient, in the tritonserver venv)."""
+    script = ("import json, sys; from google.protobuf import json_format, text_format; "
+              "from tritonclient.grpc import model_config_pb2 as m; "
+              "c = text_format.Parse(open(sys.argv[1]).read(), m.ModelConfig()); "
+              "print(json.dumps(json_format.MessageToDict(c, preserving_proto_field_name=True)))")
+    return json.loads(subprocess.run([str(TRITON_VENV / "bin" / "python"), "-c", script, str(path)],
+                                     check=True, capture_output=True, text=True).stdout)
+
+
+def test_export_writes_a_triton_repository_of_both_towers(conn, db, readable_dir):
+    import hashlib
+
+    import onnxruntime as ort
+
+    from pg_imgembed.client.cli import main
+
+    out = readable_dir / "repository"
+    assert main(["--dsn", db, "models", "export", "clip", str(out), "--triton", "--tensorrt-fp16"]) == 0
+    stored = {"clip": conn.execute("SELECT sha256, generation FROM imgembed.model_store WHERE name = 'clip'").fetchone(),
+              "clip.text": conn.execute("SELECT sha256, generation FROM imgembed.text_model_store WHERE name = 'clip'").fetchone()}
+    assert sorted(p.name for p in out.iterdir()) == ["clip", "clip.text"]
+    types = {"tensor(uint8)": "TYPE_UINT8", "tensor(float)": "TYPE_FP32", "tensor(int64)": "TYPE_INT64"}
+    for name, (sha, generation) in stored.items():
+        onnx = (out / name / str(generation) / "model.onnx").read_bytes()
+        assert hashlib.sha256(onnx).hexdigest() == sha
+        config = parse_config(out / name / "config.pbtxt")
+        assert (config["name"], config["platform"], config["max_batch_size"]) == (name, "onnxruntime_onnx", 16)
+        assert config["parameters"]["pg_imgembed.sha256"] == {"string_value": sha}
+        assert config["parameters"]["pg_imgembed.version"] == {"string_value": str(generation)}
+        assert config["instance_group"] == [{"count": 1, "kind": "KIND_GPU"}]
+        assert "dynamic_batching" in config
+        (accelerator,) = config["optimization"]["execution_accelerators"]["gpu_execution_accelerator"]
+        assert accelerator == {"name": "tensorrt", "parameters": {"precision_mode": "FP16"}}
+        session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        for kind, args in (("input", session.get_inputs()), ("output", session.get_outputs())):
+            assert [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in config[kind]] == \
+                [(a.name, types[a.type], [d if isinstance(d, int) else -1 for d in a.shape[1:]]) for a in args]
+    image = parse_config(out / "clip" / "config.pbtxt")
+    assert json.loads(image["parameters"]["pg_imgembed.pipeline"]["string_value"])["config"]  # the pipeline's spec rides along
+    assert [t["name"] for t in parse_config(out / "clip.text" / "config.pbtxt")["input"]][0] == "input_ids"
+    assert main(["--dsn", db, "models", "export", "clip", str(out), "--triton"]) == 2  # never written over
+
+
+def test_the_readmes_scaling_out_commands_are_the_ones_tested():
+    """Every pg-imgembed line of README's "Scaling out" parses, with options these tests run."""
+    from pg_imgembed.client.cli import parser
+
+    text = (ROOT / "README.md").read_text().split("## Scaling out")[1].split("\n## ")[0]
+    lines = [line.split("#")[0].split() for line in re.findall(r"^pg-imgembed .*$", text, re.M)]
+    commands = [parser().parse_args(line[1:]) for line in lines]
+    assert [(c.command, getattr(c, "subcommand", None)) for c in commands] == [
+        ("serve", None), ("worker", None), ("models", "export"), ("worker", None)]
+    assert commands[0].names == ["resnet50", "clip"] and commands[0].provider == "auto"
+    assert commands[2].triton and commands[2].tensorrt_fp16
+    assert "ALTER SYSTEM SET imgembed.inference_server = 'http://127.0.0.1:8000'" in text
+    assert "make triton-venv" in text

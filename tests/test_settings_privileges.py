@@ -16,7 +16,7 @@ from tests.helpers import load_tiny, sql_error
 
 PHOTO = images.png(images.photo_like(40, 30, seed=3))  # 1,200 pixels
 LIMITS = {"imgembed.max_image_pixels": 1000, "imgembed.intra_op_threads": 1,
-          "imgembed.max_cached_models": 2, "imgembed.decode_buffer_mb": 8}
+          "imgembed.max_cached_models": 2, "imgembed.decode_buffer_mb": 8, "imgembed.inference_timeout_ms": 5000}
 
 
 @pytest.fixture
@@ -114,7 +114,8 @@ def test_a_superuser_sets_limits_at_every_level(conn, dsn):
     load_tiny(conn)  # ALTER SYSTEM needs the settings defined in this session
     (db,) = conn.execute("SELECT current_database()").fetchone()
     settings = {**{k: str(v) for k, v in LIMITS.items()}, "imgembed.force_exact_decode": "on",
-                "imgembed.execution_provider": "cpu", "imgembed.model_cache": "off", "imgembed.runtime_dir": ""}
+                "imgembed.execution_provider": "cpu", "imgembed.model_cache": "off", "imgembed.runtime_dir": "",
+                "imgembed.inference_server": "http://inference.example:8000", "imgembed.inference_token_file": "/etc/imgembed/token"}
     try:
         for name, value in settings.items():
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
@@ -130,7 +131,8 @@ def test_a_superuser_sets_limits_at_every_level(conn, dsn):
 def test_every_limit_has_a_hard_range(conn):
     load_tiny(conn)
     for setting, low, high in [("imgembed.max_image_pixels", 1, 1_000_000_000), ("imgembed.intra_op_threads", 0, 64),
-                               ("imgembed.max_cached_models", 1, 100), ("imgembed.decode_buffer_mb", 0, 4096)]:
+                               ("imgembed.max_cached_models", 1, 100), ("imgembed.decode_buffer_mb", 0, 4096),
+                               ("imgembed.inference_timeout_ms", 1, 3_600_000)]:
         err = sql_error(conn, f"SET {setting} = {high + 1}")
         assert err.sqlstate == "22023"
         assert err.diag.message_primary == (
