@@ -14,8 +14,9 @@ torchvision-resnet) and 640x480 JPEGs (bench/throughput.py's photos), measured s
 
 Each figure is the median of ``--repeat`` rounds, each round running both placements in turn;
 the spread is min-max over rounds. Uses a throwaway local cluster unless --dsn names one (run as
-root: reads other processes' PSS). In-process backends use imgembed.intra_op_threads = 1 and
-serve runs 1 instance of 1 thread per model, so both use one core for inference per request.
+root: reads other processes' PSS). In-process backends use imgembed.intra_op_threads = 1 (8 of
+them share the cores); serve runs one instance with as many onnxruntime threads as cores, since it
+is the one process that infers for the host.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Serve:
         self.ports = [free_port() for _ in range(3)]
         self.url = f"http://127.0.0.1:{self.ports[0]}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "serve", MODEL, "--triton-venv", venv, "--threads", "1",
+            [sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "serve", MODEL, "--triton-venv", venv,
+             "--threads", str(os.cpu_count() or 1),
              "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])],
             stderr=subprocess.DEVNULL)
         while True:
@@ -197,6 +199,8 @@ def main() -> None:
     print(f"{'8 connections, sync trigger, images/s':44} {spread(rows['rows_local']):>18} {spread(rows['rows_serve']):>18} "
           f"{spread(ratio, '{:.2f}'):>20}")
     print(f"{'  8 backends grew by, MiB PSS (sum)':44} {spread(rows['mem_local']):>18} {spread(rows['mem_serve']):>18}")
+    print(f"{'  per backend, MiB PSS':44} {statistics.median(rows['mem_local']) / CONNECTIONS:>18.1f} "
+          f"{statistics.median(rows['mem_serve']) / CONNECTIONS:>18.1f}")
     print(f"{'  server processes, MiB PSS':44} {'-':>18} {server_mib:>18.0f}")
     print(f"{'worker (2 x batch 16), images/s':44} {spread(rows['worker_local']):>18} {spread(rows['worker_serve']):>18} "
           f"{spread(wratio, '{:.2f}'):>20}")
