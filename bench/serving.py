@@ -8,8 +8,9 @@ torchvision-resnet) and 640x480 JPEGs (bench/throughput.py's photos), measured s
   a table with a sync embedding trigger; images/s in-process and through serve, and the memory
   (PSS, /proc/PID/smaps_rollup) of the 8 backends after their first call beyond a fresh backend,
   and of the server's processes (tritonserver and its Python stub);
-- **the hop:** one ``img_embedding`` of a 224x224 photo (no resize work), in-process and through
-  serve, alternated call by call; the difference of medians, with p10-p90 of each;
+- **the hop:** one ``img_embedding`` of a 224x224 photo (no resize work), in-process (with as many
+  onnxruntime threads as serve) and through serve, alternated call by call; the difference of
+  medians, with p10-p90 of each;
 - **the worker:** concurrency 2, batch 16, draining a queue in-process and through serve.
 
 Each figure is the median of ``--repeat`` rounds, each round running both placements in turn;
@@ -60,12 +61,12 @@ def descendants(pid: int) -> list[int]:
 
 
 class Serve:
-    def __init__(self, dsn: str, venv: str) -> None:
+    def __init__(self, dsn: str, venv: str, queue_delay_us: int) -> None:
         self.ports = [free_port() for _ in range(3)]
         self.url = f"http://127.0.0.1:{self.ports[0]}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "serve", MODEL, "--triton-venv", venv,
-             "--threads", str(os.cpu_count() or 1),
+             "--threads", str(os.cpu_count() or 1), "--queue-delay-us", str(queue_delay_us),
              "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])],
             stderr=subprocess.DEVNULL)
         while True:
@@ -86,9 +87,9 @@ class Serve:
         self.process.wait(timeout=60)
 
 
-def connect(dsn: str, server: str) -> psycopg.Connection:
+def connect(dsn: str, server: str, threads: int = 1) -> psycopg.Connection:
     conn = psycopg.connect(dsn, autocommit=True)
-    conn.execute("SET imgembed.intra_op_threads = 1")
+    conn.execute(f"SET imgembed.intra_op_threads = {threads}")
     if server:
         conn.execute(f"SET imgembed.inference_server = '{server}'")
     return conn
@@ -125,7 +126,7 @@ def row_by_row(dsn: str, server: str, photos: list[bytes]) -> tuple[float, float
 
 
 def hop_ms(dsn: str, server: str, small: bytes, calls: int) -> tuple[list[float], list[float]]:
-    local, remote = connect(dsn, ""), connect(dsn, server)
+    local, remote = connect(dsn, "", os.cpu_count() or 1), connect(dsn, server)  # the same onnxruntime threads as serve's
     times: tuple[list[float], list[float]] = ([], [])
     for i in range(calls + 5):
         for conn, out in ((local, times[0]), (remote, times[1])):
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96, help="photos per row-by-row and worker round (default 96)")
     parser.add_argument("--calls", type=int, default=60, help="img_embedding calls per placement for the hop (default 60)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--queue-delay-us", type=int, default=2000,
+                        help="serve's wait for requests to batch (default 2000; it adds to a lone call's latency)")
     args = parser.parse_args()
     photos = [photo(640, 480, i) for i in range(16)]
     photos = [photos[i % len(photos)] + i.to_bytes(4, "big") for i in range(args.images)]  # distinct bytes, same pixels
@@ -176,7 +179,7 @@ def main() -> None:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")
             conn.execute("SELECT * FROM imgembed.load_model(%s, %s, '{\"template\": \"torchvision-resnet\"}'::jsonb)",
                          (MODEL, resnet50.build()))
-        serve = Serve(dsn, os.path.abspath(args.triton_venv))
+        serve = Serve(dsn, os.path.abspath(args.triton_venv), args.queue_delay_us)
         stack.callback(serve.stop)
         rows: dict[str, list[float]] = {k: [] for k in ("rows_local", "rows_serve", "mem_local", "mem_serve", "worker_local",
                                                          "worker_serve")}
@@ -194,7 +197,8 @@ def main() -> None:
     ratio = [s / c for s, c in zip(rows["rows_serve"], rows["rows_local"])]
     wratio = [s / c for s, c in zip(rows["worker_serve"], rows["worker_local"])]
     q = lambda v: statistics.quantiles(v, n=10)
-    print(f"ResNet-50 (random weights), {args.images} photos 640x480, {args.repeat} rounds; median (min-max over rounds)")
+    print(f"ResNet-50 (random weights), {args.images} photos 640x480, {args.repeat} rounds, serve --queue-delay-us "
+          f"{args.queue_delay_us}; median (min-max over rounds)")
     print(f"{'':44} {'in-process':>18} {'through serve':>18} {'serve / in-process':>20}")
     print(f"{'8 connections, sync trigger, images/s':44} {spread(rows['rows_local']):>18} {spread(rows['rows_serve']):>18} "
           f"{spread(ratio, '{:.2f}'):>20}")
