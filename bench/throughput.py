@@ -16,6 +16,8 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
 - (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``;
 - (d) and (h) again with a copy of the model whose ``preprocess.decode`` is "fast" (what that
   changes in the vectors needs trained weights: bench/fast_decode.py measures it);
+- then the small-model section (bench/small_models.py): EfficientNet-Lite0, MobileNetV2 and the
+  INT8 ResNet-50 on one thread against the same work in a Python loop (``--skip-small``);
 - then the decode section (bench/decode_formats.py): 12 MP photos as JPEG, HEIC and AVIF, decode
   ms and backfill ms/image (``--skip-formats`` leaves it out).
 
@@ -489,6 +491,7 @@ def main() -> None:
                         help="rows inserted for (f), the photos repeated (default: 2 batches per worker thread)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement, median taken (default 5)")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="comma-separated WxH")
+    parser.add_argument("--skip-small", action="store_true", help="leave out the small-model section")
     parser.add_argument("--skip-formats", action="store_true", help="leave out the decode section (JPEG, HEIC, AVIF)")
     args = parser.parse_args()
     if args.images < 2:
@@ -506,6 +509,13 @@ def main() -> None:
             results.append(bench.measure(width, height))
             print(f"measured {width}x{height} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         report(results, bench, time.perf_counter() - started)
+        if not args.skip_small:
+            from bench import small_models  # it reuses this file's photos and timing
+
+            small, rebuilt = small_models.measure(fresh_database(dsn, "imgembed_small_models"), 16, args.repeat)
+            print("\nsmall-model targets")
+            for text, ok in small_models.report(small, rebuilt, 16, args.repeat):
+                print(f"  {'PASS' if ok else 'FAIL'}  {text}")
         if not args.skip_formats:
             rows = decode_formats.measure(fresh_database(dsn, "imgembed_decode_formats"), 3, 3)
             decode_formats.report(rows, decode_formats.photos(3))
