@@ -14,6 +14,9 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
 - (f) INSERT without a trigger and with an async trigger, then ``pg-imgembed worker`` draining the
   queue (concurrency 2, batch 16, 1 onnxruntime thread per worker thread);
 - (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``;
+- (i) the engine of (g) and (h) in this process, without the database (``batch.embed_many`` on the
+  same bytes, same threads): what separates (h) from (i) is the database's share, and (i) from
+  the machine limit the engine's;
 - (d) and (h) again with a copy of the model whose ``preprocess.decode`` is "fast" (what that
   changes in the vectors needs trained weights: bench/fast_decode.py measures it);
 - then the small-model section (bench/small_models.py): EfficientNet-Lite0, MobileNetV2 and the
@@ -57,12 +60,14 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import decode_formats, resnet50
+from pg_imgembed.batch import embed_many
 from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
 from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import ModelConfig, parse_config
 from pg_imgembed.onnx_session import make_session
+from pg_imgembed.settings import Settings
 
 if TYPE_CHECKING:
     from fastembed import ImageEmbedding
@@ -102,6 +107,7 @@ PATHS = (
     ("f_worker", "(f) worker drains the queue (wall / N)"),
     ("g", "(g) embed_batch(array_agg(photo))"),
     ("h", "(h) CALL imgembed.backfill"),
+    ("i", "(i) its engine in-process, no database"),
     ("d_update_fast", "(d) UPDATE img_embedding, decode fast"),
     ("h_fast", "(h) backfill, decode fast"),
     ("a_int8", "(a) INT8 pipeline alone, ready tensors"),
@@ -246,6 +252,7 @@ class Bench:
         onnx, config = self.db.execute("SELECT onnx, config::text FROM imgembed.model_store WHERE name = %s",
                                        (MODEL,)).fetchone()
         self.pipeline = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=1)
+        self.engine = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
         self.session = make_session(self.onnx_path, THREADS)
         self.quantized = self._quantize()
         (int8,) = self.db.execute("SELECT onnx FROM imgembed.model_store WHERE name = %s", (INT8_MODEL,)).fetchone()
@@ -287,6 +294,7 @@ class Bench:
         tensor = client_tensor(small[0])[None]
         self.session.run(None, {"pixel_values": tensor})
         self.pipeline.embed(small[0], max_pixels=10**9)
+        self.engine.embed(small[0], max_pixels=10**9)
         list(self.fastembed.embed([Image.open(io.BytesIO(small[0]))]))
         spinning = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"],
                                         sess_options=_threads(THREADS))
@@ -391,6 +399,8 @@ class Bench:
         result.ms["h"] = per_image_ms(
             lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (photos, MODEL)), n, repeat,
             reset=lambda: db.execute(f"UPDATE {photos} SET e = NULL"))
+
+        result.ms["i"] = per_image_ms(lambda: embed_many(self.engine, files, Settings(intra_op_threads=THREADS)), n, repeat)
 
         # the bulk paths again with decode "fast", on a table of their own (lineage is per column)
         fast = self.table(f"fast_{suffix}")

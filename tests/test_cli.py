@@ -159,7 +159,7 @@ def test_a_group_without_its_command_lists_its_commands():
     done = bare("models")
     assert done.returncode == 2
     assert done.stderr == ("pg-imgembed models: error: name a command\n"
-                           "commands: build, load, export, drop, quantize, list, catalog, templates\n"
+                           "commands: build, load, export, drop, rebuild, quantize, list, catalog, templates\n"
                            "run 'pg-imgembed models COMMAND --help' for a command's options\n")
 
 

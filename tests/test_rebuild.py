@@ -224,6 +224,6 @@ def test_a_stored_model_that_refers_to_external_data_is_not_rebuilt(conn, releas
     model = onnx.load_from_string(released(released_builder, "nchw"))
     model.graph.initializer.append(external("leak", "postgresql.conf", [4]))
     load_model(conn, "tiny", released(released_builder, "nchw"))
-    conn.execute("UPDATE imgembed.model_store SET onnx = %s WHERE name = 'tiny'", (model.SerializeToString(),))
+    conn.execute("UPDATE imgembed.model_store SET onnx = %s, bytes = length(%s) WHERE name = 'tiny'", [model.SerializeToString()] * 2)
     err = sql_error(conn, "SELECT * FROM imgembed.rebuild_model('tiny')")
     assert err.sqlstate == "22023" and err.diag.message_primary.startswith('the model refers to external data (tensor "leak"')
