@@ -48,6 +48,7 @@ from ..decode import keep_buffers
 from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
 from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
+from ..model_stats import Meter, report_worker_batch
 from ..model_store import ModelStore
 from ..serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
@@ -217,7 +218,8 @@ class Worker:
         keys = {n - 1: key for n, _, _, key in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
+        meter = Meter()
+        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads, meter)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
             record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
@@ -235,6 +237,7 @@ class Worker:
         failed = sum(jobs[i].id in deleted for i in failed_at)
         self._release(conn, [job.id for job in jobs if job.id not in deleted])
         _count(conn, first, done, failed)
+        report_worker_batch(conn, model_name, meter)
         return done, failed
 
     def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
