@@ -38,6 +38,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Worker:
         self.failed = 0
         self.fatal: ImgEmbedError | None = None  # why the worker stopped on its own
         self._count_lock = threading.Lock()
+        self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------ running
 
@@ -120,6 +122,7 @@ class Worker:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)  # wakes up for signals
+        self._sign_off()
 
     def _loop(self) -> None:
         import psycopg
@@ -129,6 +132,7 @@ class Worker:
                 with psycopg.connect(self.dsn, autocommit=True) as conn:
                     while not self.stop.is_set():
                         jobs = self.claim(conn)
+                        self._heartbeat(conn)
                         if not jobs:
                             if self.options.once:
                                 return
@@ -153,6 +157,28 @@ class Worker:
             self.stop.set()
             return []
         return [Job(*row) for row in sorted(rows)]
+
+    def _heartbeat(self, conn: Any) -> None:
+        """Renew this worker's row in imgembed.worker_heartbeats, at most every HEARTBEAT_S."""
+        now = time.monotonic()
+        with self._count_lock:
+            if self.fatal is not None or now - self._last_heartbeat < HEARTBEAT_S:
+                return
+            self._last_heartbeat = now
+            done, failed = self.done, self.failed
+        conn.execute(HEARTBEAT, {"me": self.name, "done": done, "failed": failed})
+
+    def _sign_off(self) -> None:
+        """A clean stop removes the worker's heartbeat; one that dies leaves it to grow old."""
+        import psycopg
+
+        if not self._last_heartbeat:
+            return
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("DELETE FROM imgembed.worker_heartbeats WHERE worker = %s", (self.name,))
+        except psycopg.Error as exc:
+            log.warning("could not remove the heartbeat of %s: %s", self.name, exc)
 
     def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
         groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
@@ -286,13 +312,29 @@ class Worker:
         return model
 
 
+COUNT = """
+WITH total AS (
+    INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%(tbl)s, %(col)s, %(done)s, %(failed)s)
+    ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done,
+                                                   failed = imgembed.queue_stats.failed + EXCLUDED.failed),
+recent AS (
+    INSERT INTO imgembed.queue_throughput (tbl, vector_column, minute, done, failed)
+    VALUES (%(tbl)s, %(col)s, date_trunc('minute', now()), %(done)s, %(failed)s)
+    ON CONFLICT (tbl, vector_column, minute) DO UPDATE SET done = imgembed.queue_throughput.done + EXCLUDED.done,
+                                                           failed = imgembed.queue_throughput.failed + EXCLUDED.failed)
+DELETE FROM imgembed.queue_throughput
+ WHERE tbl = %(tbl)s AND vector_column = %(col)s AND minute < now() - interval '1 hour'"""
+
+HEARTBEAT = """
+INSERT INTO imgembed.worker_heartbeats (worker, done, failed) VALUES (%(me)s, %(done)s, %(failed)s)
+ON CONFLICT (worker) DO UPDATE SET last_seen = now(), done = EXCLUDED.done, failed = EXCLUDED.failed"""
+HEARTBEAT_S = 5.0  # how often a claiming worker renews its row in imgembed.worker_heartbeats
+
+
 def _count(conn: Any, job: Job, done: int, failed: int) -> None:
-    """Add to the done/failed totals of the job's table and column (imgembed.queue_status)."""
-    conn.execute(
-        "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
-        "failed = imgembed.queue_stats.failed + EXCLUDED.failed",
-        (job.relid, job.vector_column, done, failed))
+    """Add to the done/failed totals of the job's table and column, and to this minute's
+    (imgembed.queue_status: totals, rate and ETA)."""
+    conn.execute(COUNT, {"tbl": job.relid, "col": job.vector_column, "done": done, "failed": failed})
 
 
 def vector_package_versions() -> dict[str, str]:
