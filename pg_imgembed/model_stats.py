@@ -15,7 +15,7 @@ import ctypes
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,10 @@ class Phase:
 
 
 class Meter:
-    def __init__(self) -> None:
+    """``observe(phase, ms, batch)``, if given, also sees every timed step (the worker's histograms)."""
+
+    def __init__(self, observe: Callable[[str, float, int], None] | None = None) -> None:
+        self.observe = observe
         self.images = 0
         self.refused: Counter[str] = Counter()
         self.batches = 0  # onnxruntime runs
@@ -40,13 +43,16 @@ class Meter:
         self.inference = Phase()
         self._lock = threading.Lock()  # decode threads add their times at once
 
-    def add(self, phase: Phase, ms: float, batch: int = 0) -> None:
+    def add(self, phase: str, ms: float, batch: int = 0) -> None:
         with self._lock:
-            phase.total_ms += ms
-            phase.max_ms = max(phase.max_ms, ms)
+            step: Phase = getattr(self, phase)
+            step.total_ms += ms
+            step.max_ms = max(step.max_ms, ms)
             if batch:
                 self.batches += 1
                 self.batched_images += batch
+        if self.observe is not None:
+            self.observe(phase, ms, batch)
 
     def refuse(self, sqlstate: str) -> None:
         with self._lock:
@@ -68,7 +74,7 @@ def timed(meter: Meter | None, phase: str, batch: int = 0) -> Iterator[None]:
     try:
         yield
     finally:
-        meter.add(getattr(meter, phase), (time.perf_counter() - start) * 1000.0, batch)
+        meter.add(phase, (time.perf_counter() - start) * 1000.0, batch)
 
 
 class SharedStats:

@@ -262,6 +262,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except ImportError as exc:  # a client-only install
         raise UsageError(f"the worker computes vectors itself and needs onnxruntime, numpy and Pillow ({exc})",
                          hint="pip install 'pg_imgembed[worker]' (the server runtime's versions)") from None
+    if args.metrics_port is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise UsageError("--metrics-port needs the prometheus_client package",
+                             hint="pip install 'pg_imgembed[worker]'") from None
     run_from_args(getattr(args, "dsn", None), args)
 
 
@@ -453,6 +459,10 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-threads", type=int, default=0,
                         help="image decoding threads per worker thread (default: cores / concurrency)")
     parser.add_argument("--once", action="store_true", help="exit when no job is ready")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port (default: none)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address the metrics are served on (default 127.0.0.1; 0.0.0.0: every interface)")
     parser.add_argument("--allow-version-mismatch", action="store_true",
                         help="start although onnxruntime, numpy or Pillow differ from the server's runtime (vectors may differ)")
 

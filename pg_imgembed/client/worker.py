@@ -42,7 +42,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batch import embed_many
 from ..decode import keep_buffers
@@ -56,17 +56,20 @@ from ..settings import SETTING_NAMES, Settings, read_settings
 from ..vector_text import vector_to_text
 from .pg_database import PsycopgDatabase
 
+if TYPE_CHECKING:
+    from .worker_metrics import WorkerMetrics
+
 log = logging.getLogger("pg_imgembed.worker")
 
 CLAIM = """
-WITH c AS (SELECT id FROM imgembed.queue
+WITH c AS (SELECT id, claimed_until IS NOT NULL AS expired FROM imgembed.queue
             WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
             ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
 UPDATE imgembed.queue q
    SET claimed_by = %(me)s, claimed_until = now() + make_interval(secs => %(lease)s), attempts = q.attempts + 1
   FROM c WHERE q.id = c.id
 RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
-          q.row_key, q.enqueued_at, q.attempts"""
+          q.row_key, q.enqueued_at, q.attempts, c.expired, extract(epoch FROM now() - q.enqueued_at)::float8"""
 
 @dataclass(frozen=True)
 class Options:
@@ -93,12 +96,15 @@ class Job:
     row_key: dict[str, Any]
     enqueued_at: Any
     attempts: int
+    expired: bool  # an earlier claim's lease ran out (its worker died or took too long)
+    age_s: float  # since it was queued, when claimed
 
 
 class Worker:
-    def __init__(self, dsn: str, options: Options, name: str | None = None) -> None:
+    def __init__(self, dsn: str, options: Options, name: str | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.dsn = dsn
         self.options = options
+        self.metrics = metrics
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.serving = Serving(warn=lambda message, hint: log.warning("%s (%s)", message, hint))
@@ -156,7 +162,14 @@ class Worker:
             log.error("%s (%s); stopping", self.fatal.message, self.fatal.hint)
             self.stop.set()
             return []
-        return [Job(*row) for row in sorted(rows)]
+        jobs = [Job(*row) for row in sorted(rows)]
+        if self.metrics is not None:
+            for tbl in {job.tbl for job in jobs}:
+                claimed = [job for job in jobs if job.tbl == tbl]
+                self.metrics.leases.labels(tbl).inc(len(claimed))
+                self.metrics.expired.labels(tbl).inc(sum(job.expired for job in claimed))
+                self.metrics.queue_lag.labels(tbl).set(max(job.age_s for job in claimed))
+        return jobs
 
     def _heartbeat(self, conn: Any) -> None:
         """Renew this worker's row in imgembed.worker_heartbeats, at most every HEARTBEAT_S."""
@@ -244,7 +257,7 @@ class Worker:
         keys = {n - 1: key for n, _, _, key in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
-        meter = Meter()
+        meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
         vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads, meter)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
@@ -264,6 +277,11 @@ class Worker:
         self._release(conn, [job.id for job in jobs if job.id not in deleted])
         _count(conn, first, done, failed)
         report_worker_batch(conn, model_name, meter)
+        if self.metrics is not None:
+            self.metrics.embedded.labels(model_name, first.tbl).inc(done)
+            for i, exc in failed_at.items():
+                if jobs[i].id in deleted:
+                    self.metrics.failed.labels(model_name, first.tbl, exc.sqlstate).inc()
         return done, failed
 
     def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
@@ -292,6 +310,8 @@ class Worker:
                                  f"worker gave up after {job.attempts} attempts: {message}")
                     conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
                     _count(conn, job, done=0, failed=1)
+                    if self.metrics is not None:
+                        self.metrics.failed.labels(job.model, job.tbl, getattr(exc, "sqlstate", None) or "XX000").inc()
                 else:
                     delay = min(self.options.retry_base_s * 2 ** (job.attempts - 1), 300.0)
                     conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, last_error = %s, "
@@ -373,10 +393,17 @@ def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
     if not args.allow_version_mismatch:
         check_versions(dsn or "")
+    metrics = None
+    if args.metrics_port is not None:
+        from .worker_metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        metrics.serve(args.metrics_port, args.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
                                        threads=args.threads, provider=args.provider,
-                                       decode_threads=args.decode_threads, once=args.once))
+                                       decode_threads=args.decode_threads, once=args.once), metrics=metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     log.info("started %s: concurrency %d, batch size %d, %d decode threads each, provider %s", worker.name,
