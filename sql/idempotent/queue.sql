@@ -32,6 +32,15 @@ COMMENT ON VIEW imgembed.queue_status IS
     'over the last five minutes, and the ETA of what is left at that rate';
 GRANT SELECT ON imgembed.queue_status TO PUBLIC;
 
+-- The last hour of imgembed.queue_throughput (per minute), for graphs: each role sees the tables it
+-- may read, as in queue_status.
+CREATE OR REPLACE VIEW imgembed.queue_history AS
+SELECT tbl, vector_column, minute, done, failed
+  FROM imgembed.queue_throughput
+ WHERE pg_catalog.has_table_privilege(tbl, 'SELECT');
+COMMENT ON VIEW imgembed.queue_history IS 'Jobs workers ended per table, vector column and minute, the last hour';
+GRANT SELECT ON imgembed.queue_history TO PUBLIC;
+
 -- Workers renew their heartbeat every 5 s while they claim, between batches: one silent for two
 -- minutes (longer than a batch should take) is not alive. Read as the view's owner, so every role
 -- sees how many leases each holds without seeing the jobs.
