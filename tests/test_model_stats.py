@@ -179,3 +179,14 @@ def test_without_the_preload_the_statistics_are_off_and_embedding_works(local_se
                 assert rows == []
                 assert notices == [f"pg_imgembed's model statistics are off: on PostgreSQL {version // 10000} "
                                    "they need shared_preload_libraries"]
+
+
+def test_what_does_not_fit_is_counted_without_a_model_for_superusers(tiny, role):
+    long_name = "m" * 200  # longer than an entry's 127 bytes
+    load_tiny(tiny, long_name, default=False)
+    tiny.execute("SELECT img_embedding(%s, %s)", (PHOTOS[0], long_name))
+    assert counts(stats(tiny)[(None, None, None)]) == {
+        "calls": 1, "images": 1, "refused": 0, "refused_by_sqlstate": {}, "batches": 1}
+    with psycopg.connect(role[1], autocommit=True) as app:  # may use the model, sees no overflow row
+        assert app.execute("SELECT imgembed.has_model_usage(%s)", (long_name,)).fetchone() == (True,)
+        assert stats(app) == {}
