@@ -12,6 +12,7 @@ import pytest
 from pg_imgembed.client.devcluster import LocalCluster
 from pg_imgembed.client.worker import Options, Worker
 from tests import images
+from tests.conftest import PRELOAD
 from tests.helpers import load_tiny, sql_error
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(6)]
@@ -190,3 +191,29 @@ def test_what_does_not_fit_is_counted_without_a_model_for_superusers(tiny, role)
     with psycopg.connect(role[1], autocommit=True) as app:  # may use the model, sees no overflow row
         assert app.execute("SELECT imgembed.has_model_usage(%s)", (long_name,)).fetchone() == (True,)
         assert stats(app) == {}
+
+
+def test_a_hot_standby_counts(local_server):
+    """A standby made by pg_basebackup counts in its own shared memory (the preload comes with the
+    data directory). Its primary is a cluster of its own without the model file cache, whose
+    file names are too long for pg_basebackup's tar format."""
+    with LocalCluster(settings={**PRELOAD, "imgembed.model_cache": "'off'"}) as primary:
+        with psycopg.connect(primary.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
+            load_tiny(conn)
+        standby = LocalCluster()
+        standby._own(standby.root, 0o755)
+        standby._own(standby.socket_dir, 0o755)
+        try:
+            standby._run("pg_basebackup", "-h", str(primary.socket_dir), "-p", str(primary.port), "-U", "postgres",
+                         "-D", str(standby.data), "-R", "-X", "stream")
+            with open(standby.data / "postgresql.conf", "a") as conf:
+                conf.write(f"port = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n")
+            standby.start()
+            with psycopg.connect(standby.dsn, autocommit=True) as replica:
+                assert replica.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+                replica.execute("SELECT img_embedding(%s)", (PHOTOS[0],))
+                replica.execute("SELECT img_embedding(%s)", (PHOTOS[1],))
+                assert counts(stats(replica)[("tiny", "image", "function")])["images"] == 2
+        finally:
+            standby.remove()

@@ -16,9 +16,10 @@ CREATE TABLE imgembed.queue_throughput (
 COMMENT ON TABLE imgembed.queue_throughput IS 'Jobs workers finished (done) or gave up on (failed) per minute, the last hour';
 GRANT SELECT, INSERT, UPDATE, DELETE ON imgembed.queue_throughput TO imgembed_worker;
 ALTER TABLE imgembed.queue_throughput ENABLE ROW LEVEL SECURITY;
+-- as imgembed.queue_stats since 0.4.0: workers need no grant on the tables they embed
 CREATE POLICY queue_throughput_workers ON imgembed.queue_throughput
-    USING (pg_catalog.has_table_privilege(tbl, 'UPDATE'))
-    WITH CHECK (pg_catalog.has_table_privilege(tbl, 'UPDATE'));
+    USING (pg_catalog.pg_has_role('imgembed_worker', 'MEMBER'))
+    WITH CHECK (pg_catalog.pg_has_role('imgembed_worker', 'MEMBER'));
 
 -- One row per running worker, renewed every few seconds while it claims; a worker that stops
 -- cleanly removes its own. Worker roles write only their own rows; every role reads them through
