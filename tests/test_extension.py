@@ -47,6 +47,11 @@ EXPECTED = {
     "imgembed.record_error(regclass,jsonb,text,text,text)": ("v", False),
     "imgembed.version()": ("i", False),
     "imgembed.runtime()": ("v", False),
+    # Statistics (src/model_stats.c): read, reset, workers' reports
+    "imgembed._model_stats()": ("v", False),
+    "imgembed.model_stats_reset()": ("v", False),
+    "imgembed.report_worker_batch(text,bigint,text[],bigint[],bigint,bigint,double precision,double precision,"
+    "double precision,double precision,double precision,double precision)": ("v", True),
     # The PL/Python bodies of the PL/pgSQL wrappers above
     "imgembed._embed(bytea,text)": ("s", False),
     "imgembed._embed_for_writing(bytea,text)": ("v", True),
