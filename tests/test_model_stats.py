@@ -195,12 +195,14 @@ def test_what_does_not_fit_is_counted_without_a_model_for_superusers(tiny, role)
 
 def test_a_hot_standby_counts(local_server):
     """A standby made by pg_basebackup counts in its own shared memory (the preload comes with the
-    data directory). Its primary is a cluster of its own without the model file cache, whose
-    file names are too long for pg_basebackup's tar format."""
-    with LocalCluster(settings={**PRELOAD, "imgembed.model_cache": "'off'"}) as primary:
+    data directory). The primary's data directory holds the model file cache with an optimized
+    graph, whose paths fit pg_basebackup's tar format."""
+    with LocalCluster(settings=PRELOAD) as primary:
         with psycopg.connect(primary.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
             load_tiny(conn)
+            conn.execute("SELECT img_embedding(%s)", (PHOTOS[2],))
+        assert list((primary.data / "pg_imgembed_models").glob("*.graph/graph.onnx"))
         standby = LocalCluster()
         standby._own(standby.root, 0o755)
         standby._own(standby.socket_dir, 0o755)
