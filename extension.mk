@@ -6,9 +6,10 @@ RUNTIME_DIR ?= /usr/local/lib/pg_imgembed
 # This version's install script, the released ones, and an update from each (scripts/build_sql.py).
 SQL_SCRIPTS := $(shell python3 scripts/build_sql.py --list)
 DATA_built = $(addprefix build/,$(SQL_SCRIPTS))
-# The settings module (src/pg_imgembed.c): defines imgembed.* so PostgreSQL enforces who sets them.
+# The C module: defines imgembed.* so PostgreSQL enforces who sets them (src/pg_imgembed.c), and
+# keeps imgembed.model_stats in shared memory (src/model_stats.c).
 MODULE_big = pg_imgembed
-OBJS = src/pg_imgembed.o
+OBJS = src/pg_imgembed.o src/model_stats.o
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

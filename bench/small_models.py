@@ -152,21 +152,35 @@ class SmallModels:
         return result
 
 
-def measure(dsn: str, images: int, repeat: int) -> list[ModelResult]:
+    def rebuild(self, name: str) -> tuple:
+        """imgembed.rebuild_model on the copy 0.4.0 stored: (same_vectors, max_difference, min_cosine)."""
+        return self.db.execute("SELECT same_vectors, max_difference, min_cosine FROM imgembed.rebuild_model(%s)",
+                               (f"{name}-0.4.0",)).fetchone()
+
+
+MODELS = ("efficientnet-lite0", "mobilenet-v2", "resnet50-int8", "resnet50")
+
+
+def measure(dsn: str, images: int, repeat: int) -> tuple[list[ModelResult], dict[str, tuple]]:
+    """The table's results, then what rebuild_model measured on each model 0.4.0 stored."""
     with tempfile.TemporaryDirectory(prefix="pg_imgembed-small-") as workdir:
         bench = SmallModels(dsn, images, repeat, Path(workdir))
         try:
-            return [bench.measure(name) for name in ("efficientnet-lite0", "mobilenet-v2", "resnet50-int8", "resnet50")]
+            results = [bench.measure(name) for name in MODELS]
+            return results, {name: bench.rebuild(name) for name in MODELS}
         finally:
             bench.db.close()
 
 
-def report(results: list[ModelResult], images: int, repeat: int) -> list[tuple[str, bool]]:
+def report(results: list[ModelResult], rebuilt: dict[str, tuple], images: int, repeat: int) -> list[tuple[str, bool]]:
     print(f"\nsmall and INT8 models, 640x480 JPEG, 1 thread: ms/image (median of {repeat} runs of {images} photos) "
           "and x the python loop\n")
     print(f"{'path':16}" + "".join(f"{r.name:>22}" for r in results))
     for key in ROWS:
         print(f"{key:16}" + "".join(f"{r.ms[key]:12.2f} {r.ratio(key):8.2f}x" for r in results))
+    print("\nimgembed.rebuild_model on the copies 0.4.0 stored: largest difference / vector length, lowest cosine")
+    for name, (same, difference, cosine) in rebuilt.items():
+        print(f"  {name:20} {difference:9.1e} {cosine:.9f}  {'same vectors: generation kept' if same else 'new generation'}")
     by_name = {r.name: r for r in results}
     checks = [(f"{r.name}: backfill {r.ratio('backfill'):.2f}x the python loop <= {BACKFILL_TARGET:.2f}x",
                r.ratio("backfill") <= BACKFILL_TARGET) for r in results]
@@ -188,8 +202,8 @@ def main() -> None:
     started = time.perf_counter()
     with ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(LocalCluster()).dsn
-        results = measure(fresh_database(dsn, "imgembed_small_models"), args.images, args.repeat)
-    checks = report(results, args.images, args.repeat)
+        results, rebuilt = measure(fresh_database(dsn, "imgembed_small_models"), args.images, args.repeat)
+    checks = report(results, rebuilt, args.images, args.repeat)
     print("\ntargets")
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

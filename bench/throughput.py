@@ -14,8 +14,13 @@ architecture-exact ResNet-50 (random weights, ~94 MB, bench/resnet50.py):
 - (f) INSERT without a trigger and with an async trigger, then ``pg-imgembed worker`` draining the
   queue (concurrency 2, batch 16, 1 onnxruntime thread per worker thread);
 - (g) ``imgembed.embed_batch(model, array_agg(photo))``; (h) ``CALL imgembed.backfill(...)``;
+- (i) the engine of (g) and (h) in this process, without the database (``batch.embed_many`` on the
+  same bytes, same threads): what separates (h) from (i) is the database's share, and (i) from
+  the machine limit the engine's;
 - (d) and (h) again with a copy of the model whose ``preprocess.decode`` is "fast" (what that
   changes in the vectors needs trained weights: bench/fast_decode.py measures it);
+- then the small-model section (bench/small_models.py): EfficientNet-Lite0, MobileNetV2 and the
+  INT8 ResNet-50 on one thread against the same work in a Python loop (``--skip-small``);
 - then the decode section (bench/decode_formats.py): 12 MP photos as JPEG, HEIC and AVIF, decode
   ms and backfill ms/image (``--skip-formats`` leaves it out).
 
@@ -55,12 +60,14 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import decode_formats, resnet50
+from pg_imgembed.batch import embed_many
 from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
 from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.model_config import ModelConfig, parse_config
 from pg_imgembed.onnx_session import make_session
+from pg_imgembed.settings import Settings
 
 if TYPE_CHECKING:
     from fastembed import ImageEmbedding
@@ -100,6 +107,7 @@ PATHS = (
     ("f_worker", "(f) worker drains the queue (wall / N)"),
     ("g", "(g) embed_batch(array_agg(photo))"),
     ("h", "(h) CALL imgembed.backfill"),
+    ("i", "(i) its engine in-process, no database"),
     ("d_update_fast", "(d) UPDATE img_embedding, decode fast"),
     ("h_fast", "(h) backfill, decode fast"),
     ("a_int8", "(a) INT8 pipeline alone, ready tensors"),
@@ -244,6 +252,7 @@ class Bench:
         onnx, config = self.db.execute("SELECT onnx, config::text FROM imgembed.model_store WHERE name = %s",
                                        (MODEL,)).fetchone()
         self.pipeline = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=1)
+        self.engine = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
         self.session = make_session(self.onnx_path, THREADS)
         self.quantized = self._quantize()
         (int8,) = self.db.execute("SELECT onnx FROM imgembed.model_store WHERE name = %s", (INT8_MODEL,)).fetchone()
@@ -285,6 +294,7 @@ class Bench:
         tensor = client_tensor(small[0])[None]
         self.session.run(None, {"pixel_values": tensor})
         self.pipeline.embed(small[0], max_pixels=10**9)
+        self.engine.embed(small[0], max_pixels=10**9)
         list(self.fastembed.embed([Image.open(io.BytesIO(small[0]))]))
         spinning = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"],
                                         sess_options=_threads(THREADS))
@@ -390,6 +400,8 @@ class Bench:
             lambda: db.execute("CALL imgembed.backfill(%s, 'photo', 'e', %s)", (photos, MODEL)), n, repeat,
             reset=lambda: db.execute(f"UPDATE {photos} SET e = NULL"))
 
+        result.ms["i"] = per_image_ms(lambda: embed_many(self.engine, files, Settings(intra_op_threads=THREADS)), n, repeat)
+
         # the bulk paths again with decode "fast", on a table of their own (lineage is per column)
         fast = self.table(f"fast_{suffix}")
         self.insert(fast, rows)
@@ -489,6 +501,7 @@ def main() -> None:
                         help="rows inserted for (f), the photos repeated (default: 2 batches per worker thread)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement, median taken (default 5)")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="comma-separated WxH")
+    parser.add_argument("--skip-small", action="store_true", help="leave out the small-model section")
     parser.add_argument("--skip-formats", action="store_true", help="leave out the decode section (JPEG, HEIC, AVIF)")
     args = parser.parse_args()
     if args.images < 2:
@@ -506,6 +519,13 @@ def main() -> None:
             results.append(bench.measure(width, height))
             print(f"measured {width}x{height} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         report(results, bench, time.perf_counter() - started)
+        if not args.skip_small:
+            from bench import small_models  # it reuses this file's photos and timing
+
+            small, rebuilt = small_models.measure(fresh_database(dsn, "imgembed_small_models"), 16, args.repeat)
+            print("\nsmall-model targets")
+            for text, ok in small_models.report(small, rebuilt, 16, args.repeat):
+                print(f"  {'PASS' if ok else 'FAIL'}  {text}")
         if not args.skip_formats:
             rows = decode_formats.measure(fresh_database(dsn, "imgembed_decode_formats"), 3, 3)
             decode_formats.report(rows, decode_formats.photos(3))

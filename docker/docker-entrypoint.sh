@@ -32,6 +32,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         --encoding=UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} >/dev/null
     rm -f "$pwfile"
     printf "listen_addresses = '*'\n" >> "$PGDATA/postgresql.conf"
+    # imgembed.model_stats: PostgreSQL 17 needs no preload (the DSM registry), 15 and 16 do; set
+    # either way, so an image built with another PG_MAJOR counts too.
+    printf "shared_preload_libraries = 'pg_imgembed'\n" >> "$PGDATA/postgresql.conf"
     printf "host all all all %s\n" "$auth" >> "$PGDATA/pg_hba.conf"
 
     pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=/var/run/postgresql" -w start >/dev/null

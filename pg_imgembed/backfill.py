@@ -47,7 +47,7 @@ def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str,
     if batch_size is None or batch_size < 1:
         raise InvalidConfig(f"batch_size must be a positive integer, not {batch_size!r}")
     embedder = serving.model(store, stored, settings)
-    run = Run(db, store, settings, embedder, stored, table, image_column, vector_column, batch_size, on_error)
+    run = Run(db, store, serving, settings, embedder, stored, table, image_column, vector_column, batch_size, on_error)
     lineage.record(db, table, vector_column, stored, done=False)
     db.plpy.commit()
     run.reembed_stale()  # also fills NULL vectors of rows it passes
@@ -57,11 +57,12 @@ def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str,
 class Run:
     """One backfill call: the target, its model, and the batch steps both passes use."""
 
-    def __init__(self, db: PlpyDatabase, store: ModelStore, settings: Settings, embedder: EmbeddingModel,
+    def __init__(self, db: PlpyDatabase, store: ModelStore, serving: Serving, settings: Settings, embedder: EmbeddingModel,
                  stored: StoredModel, table: str, image_column: str, vector_column: str, batch_size: int,
                  on_error: str | None) -> None:
         plpy = self.plpy = db.plpy
-        self.db, self.store, self.settings, self.embedder, self.stored = db, store, settings, embedder, stored
+        self.db, self.store, self.serving, self.settings = db, store, serving, settings
+        self.embedder, self.stored = embedder, stored
         self.table, self.image_column, self.vector_column = table, image_column, vector_column
         self.batch_size, self.on_error = batch_size, on_error
         self.keys = primary_key(db, table)
@@ -94,8 +95,9 @@ class Run:
         """Vectors of claimed rows (ctid, image, key); under on_error 'null' a bad image is
         recorded and gets None, otherwise its error ends the run."""
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
-                             failures if self.on_error == "null" else None)
+        with self.serving.metered(self.stored.name, "image", "backfill") as meter:
+            vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
+                                 failures if self.on_error == "null" else None, meter=meter)
         for position, exc in failures:
             record_error(self.db, self.table, rows[position]["key"], self.stored.name, exc.sqlstate, exc.message)
         return vectors

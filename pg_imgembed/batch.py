@@ -15,6 +15,7 @@ import numpy as np
 
 from .embedding_model import EmbeddingModel
 from .errors import ImageError
+from .model_stats import Meter
 from .settings import Settings
 
 RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small in memory
@@ -22,22 +23,25 @@ RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small
 
 def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings,
                failures: list[tuple[int, ImageError]] | None = None,
-               decode_threads: int | None = None) -> list[np.ndarray | None]:
+               decode_threads: int | None = None, meter: Meter | None = None) -> list[np.ndarray | None]:
     """One vector per image, None where the image is None. A bad image raises its ImageError
     with the 1-based array position in the detail, or, if ``failures`` is given, gets None and
-    its (position, error) is appended there. Decoding uses ``decode_threads`` threads, by default
-    as many as onnxruntime (at most 4: a backend shares the host)."""
+    its (position, error) is appended there (and refused in ``meter``). Decoding uses
+    ``decode_threads`` threads, by default as many as onnxruntime (at most 4: a backend shares
+    the host)."""
 
     def prepare(position: int) -> np.ndarray | None:
         data = images[position]
         if data is None:
             return None
         try:
-            img = model.decode(data, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
-            return model.preprocess(img, exact=settings.force_exact_decode)
+            img = model.decode(data, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode, meter=meter)
+            return model.preprocess(img, exact=settings.force_exact_decode, meter=meter)
         except ImageError as exc:
             if failures is not None:
                 failures.append((position, exc))
+                if meter is not None:
+                    meter.refuse(exc.sqlstate)
                 return None
             exc.add_detail(f"array element {position + 1}")
             raise
@@ -47,8 +51,10 @@ def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: 
 
     def flush() -> None:
         if pending:
-            for (position, _), vector in zip(pending, model.run([t for _, t in pending])):
+            for (position, _), vector in zip(pending, model.run([t for _, t in pending], meter)):
                 out[position] = vector
+            if meter is not None:
+                meter.images += len(pending)
             pending.clear()
 
     workers = max(1, decode_threads or min(settings.threads, 4))

@@ -19,6 +19,7 @@ from PIL import Image
 from .decode import decode_image
 from .errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
 from .model_config import ModelConfig
+from .model_stats import Meter, timed
 from .onnx_session import CUDA, first_line, make_session, read_input_geometry
 from .optimized_graphs import GraphPlan
 from .pipeline_spec import built_config, outside_config, read_spec
@@ -70,23 +71,29 @@ class EmbeddingModel:
             return (2 * resize.shortest_edge, 2 * resize.shortest_edge)
         return (2 * resize.width, 2 * resize.height)  # type: ignore[operator]
 
-    def decode(self, data: bytes, *, max_pixels: int, exact: bool = False) -> Image.Image:
-        return decode_image(
-            data, max_pixels=max_pixels,
-            draft_size=None if exact else self.draft_size,
-            background=self.config.preprocess.background,
-        )
+    # The three steps time themselves into a meter, if given (imgembed.model_stats): every path
+    # that embeds goes through them.
 
-    def preprocess(self, img: Image.Image, *, exact: bool = False) -> np.ndarray:
-        return (self.transform if exact else self.fast_transform)(img)
+    def decode(self, data: bytes, *, max_pixels: int, exact: bool = False, meter: Meter | None = None) -> Image.Image:
+        with timed(meter, "decode"):
+            return decode_image(
+                data, max_pixels=max_pixels,
+                draft_size=None if exact else self.draft_size,
+                background=self.config.preprocess.background,
+            )
 
-    def run(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
+    def preprocess(self, img: Image.Image, *, exact: bool = False, meter: Meter | None = None) -> np.ndarray:
+        with timed(meter, "preprocess"):
+            return (self.transform if exact else self.fast_transform)(img)
+
+    def run(self, tensors: Sequence[np.ndarray], meter: Meter | None = None) -> np.ndarray:
         """Batch of preprocessed tensors -> ``(N, D)`` float32 embeddings."""
         if self.geometry.batch == 1 and len(tensors) > 1:
-            return np.concatenate([self.run([t]) for t in tensors])
+            return np.concatenate([self.run([t], meter) for t in tensors])
         batch: np.ndarray = np.stack(tensors).astype(self.geometry.dtype, copy=False)
         try:
-            (raw,) = self.session.run([self.output_name], {self.geometry.name: batch})
+            with timed(meter, "inference", len(tensors)):
+                (raw,) = self.session.run([self.output_name], {self.geometry.name: batch})
         except ImgEmbedError:  # an inference server's own errors say what failed
             raise
         except Exception as exc:
@@ -96,11 +103,14 @@ class EmbeddingModel:
             raise InferenceFailed("the model produced NaN or infinite values for this image")
         return l2_normalize(vectors) if self.config.output.normalize else vectors
 
-    def embed(self, data: bytes, *, max_pixels: int, exact: bool = False) -> np.ndarray:
-        img = self.decode(data, max_pixels=max_pixels, exact=exact)
+    def embed(self, data: bytes, *, max_pixels: int, exact: bool = False, meter: Meter | None = None) -> np.ndarray:
+        img = self.decode(data, max_pixels=max_pixels, exact=exact, meter=meter)
         with resize_threads(self._resize_pool, self.threads):
-            tensor = self.preprocess(img, exact=exact)
-        return self.run([tensor])[0]
+            tensor = self.preprocess(img, exact=exact, meter=meter)
+        vector = self.run([tensor], meter)[0]
+        if meter is not None:
+            meter.images += 1
+        return vector
 
     @cached_property
     def _resize_pool(self) -> ThreadPoolExecutor:

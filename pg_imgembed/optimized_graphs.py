@@ -8,7 +8,8 @@ options. So an entry is keyed by everything the graph depends on (the model's sh
 onnxruntime version, the execution provider, the level, the machine and the CPU features those
 layouts use, and this format) and is never found where it does not apply.
 
-An entry is a directory ``<model sha256>.<key>.graph`` holding ``graph.onnx``, ``graph.data``
+An entry is a directory ``<model sha256, first 16 hex>.<key>.graph`` (short enough that, with the
+cache in the data directory, pg_basebackup's tar format takes every path) holding ``graph.onnx``, ``graph.data``
 (weights, original and prepacked, as external data) and ``manifest.json``. It is built in a fresh
 directory made with ``mkdir`` (0700, exclusive: nothing can be planted in it), where onnxruntime
 writes the graph; the manifest records each file's identity (inode, size, mtime, ctime) and the
@@ -41,8 +42,13 @@ from .model_file_cache import is_private_file
 FORMAT = 2
 LEVEL = "ORT_ENABLE_ALL"
 FILES = ("graph.onnx", "graph.data")  # graph.data: absent when every weight is tiny
-ENTRY = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<key>[0-9a-f]{24})\.graph$")
-BUILD = re.compile(r"^\.build\.[0-9a-f]{64}\.\d+\.[0-9a-f]{8}$")
+SHA = 16  # hex digits of the model's sha256 in a name: the key holds the whole of it
+ENTRY = re.compile(r"^(?P<sha>[0-9a-f]{16})\.(?P<key>[0-9a-f]{24})\.graph$")
+BUILD = re.compile(r"^\.build\.[0-9a-f]{16}\.\d+\.[0-9a-f]{8}$")
+# Before 0.5.0 names held the whole sha256: paths over the 99 characters tar allows, so
+# pg_basebackup failed. Such entries are removed (a build only once its backend is gone).
+OLD_ENTRY = re.compile(r"^[0-9a-f]{64}\.[0-9a-f]{24}\.graph$")
+OLD_BUILD = re.compile(r"^\.build\.[0-9a-f]{64}\.\d+\.[0-9a-f]{8}$")
 # The instruction sets onnxruntime's CPU kernels and layout transformations choose between.
 CPU_FEATURES = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
                 "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
@@ -76,6 +82,10 @@ def graph_key(sha256: str, provider: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def entry_name(sha256: str, provider: str) -> str:
+    return f"{sha256[:SHA]}.{graph_key(sha256, provider)}.graph"
+
+
 def _identity(info: os.stat_result) -> list[int]:
     return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
@@ -94,7 +104,7 @@ class OptimizedGraphs:
         if provider != "cpu":
             yield None
             return
-        entry = f"{sha256}.{graph_key(sha256, provider)}.graph"
+        entry = entry_name(sha256, provider)
         entry_fd = self._checked_entry(dir_fd, entry)
         if entry_fd is not None:
             try:
@@ -103,7 +113,7 @@ class OptimizedGraphs:
             finally:
                 os.close(entry_fd)
             return
-        build = f".build.{sha256}.{os.getpid()}.{os.urandom(4).hex()}"
+        build = f".build.{sha256[:SHA]}.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             os.mkdir(build, 0o700, dir_fd=dir_fd)  # exclusive: fails if anything has that name
             build_fd = os.open(build, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
@@ -125,7 +135,7 @@ class OptimizedGraphs:
             self.saved += 1
             for name in os.listdir(dir_fd):  # graphs of this model for another onnxruntime or CPU
                 found = ENTRY.match(name)
-                if found and found["sha"] == sha256 and name != entry:
+                if (found and found["sha"] == sha256[:SHA] and name != entry) or (OLD_ENTRY.match(name) and name.startswith(sha256)):
                     _remove_tree(dir_fd, name)
 
     def _checked_entry(self, dir_fd: int, entry: str) -> int | None:
@@ -191,15 +201,16 @@ class OptimizedGraphs:
 
     @staticmethod
     def discard(dir_fd: int, sha256: str, provider: str) -> None:
-        _remove_tree(dir_fd, f"{sha256}.{graph_key(sha256, provider)}.graph")
+        _remove_tree(dir_fd, entry_name(sha256, provider))
 
     @staticmethod
     def prune(dir_fd: int, keep: Iterable[str]) -> None:
         """Remove the graphs of models no longer in the tables, and builds left by dead backends."""
-        wanted = set(keep)
+        wanted = {sha256[:SHA] for sha256 in keep}
         for name in os.listdir(dir_fd):
             found = ENTRY.match(name)
-            if (found and found["sha"] not in wanted) or (BUILD.match(name) and not _alive(int(name.split(".")[3]))):
+            if ((found and found["sha"] not in wanted) or OLD_ENTRY.match(name)
+                    or ((BUILD.match(name) or OLD_BUILD.match(name)) and not _alive(int(name.split(".")[3])))):
                 _remove_tree(dir_fd, name)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from .embedding_model import EmbeddingModel
 from .errors import ImgEmbedError, InvalidConfig, InvalidModel
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
-from .onnx_session import InputGeometry
+from .onnx_session import InputGeometry, check_self_contained
 from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, built_config
 
 _P = "pg_imgembed/"  # prefix of the tensors the wrapper adds, so they cannot clash with the model's
@@ -226,6 +226,7 @@ def rebuild_prefix(pipeline_onnx: bytes) -> bytes | None:
     it was (weights, pooling, an INT8 copy's quantized nodes); None if it has that prefix already."""
     import onnx
 
+    check_self_contained(pipeline_onnx)  # stored before 0.4.0 checked it: no session may read a server file
     model = onnx.load_from_string(pipeline_onnx)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:

@@ -19,6 +19,7 @@ from .database import PlpyDatabase
 from .decode import decoders, heif_decoder, keep_buffers
 from .embedded_tables import bound_trigger
 from .errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, PermissionDenied, RuntimeMismatch, RuntimeShadowed
+from .model_stats import SharedStats
 from .model_store import ModelStore
 from .plpy_api import PLPy
 from .serving import Serving
@@ -85,6 +86,7 @@ class Server:
         self.backend = BackendState()
         self.serving = Serving(self.backend.setting("data_directory"),
                                warn=lambda message, hint: plpy.warning(message, hint=hint))
+        self.serving.stats = SharedStats.attached()  # the bootstrap's load_settings() attached them
         self._db: PlpyDatabase | None = None
         self.sql_error = sql_error_factory(plpy)
 

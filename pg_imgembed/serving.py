@@ -6,6 +6,7 @@ It finds the model (``ModelStore`` over either ``Database``), keeps its ready se
 loads it through the server's verified file cache where there is one, and embeds. Where it runs is
 decided here and nowhere else: onnxruntime in this process, or the inference server that
 ``imgembed.inference_server`` (the worker: ``--inference-server``) names (inference_server.py).
+Each call in a backend is counted once, in ``metered`` (imgembed.model_stats).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import ImageError, ImgEmbedError
 from .inference_server import TEXT_SUFFIX, RemoteSession, V2Client
 from .model_config import parse_config
 from .model_file_cache import ModelFileCache, UnsafeDirectory
+from .model_stats import Meter, SharedStats
 from .model_store import ModelStore, StoredModel, StoredTextModel
 from .onnx_session import provider_list
 from .optimized_graphs import GraphPlan, OptimizedGraphs
@@ -52,6 +54,7 @@ class Serving:
         self._last: tuple[tuple[ModelKey, Settings], bytes | str, str] | None = None
         self.images_embedded = 0
         self.texts_embedded = 0
+        self.stats: SharedStats | None = None  # a backend's, where the statistics are on
 
     # ------------------------------------------------------------ sessions
 
@@ -171,6 +174,23 @@ class Serving:
 
     # ------------------------------------------------------------ vectors
 
+    @contextlib.contextmanager
+    def metered(self, model: str, tower: str, path: str) -> Iterator[Meter | None]:
+        """One call of a path, counted when it ends; an error of pg_imgembed's own on the way (a bad
+        image, the model's NaN) is counted as refused with its SQLSTATE. No meter (None) where
+        nothing counts, so the steps skip their clocks."""
+        if self.stats is None:
+            yield None
+            return
+        meter = Meter()
+        try:
+            yield meter
+        except ImgEmbedError as exc:
+            meter.refuse(exc.sqlstate)
+            raise
+        finally:
+            self.stats.record(model, tower, path, meter)
+
     def embed_text(self, store: ModelStore, image: bytes, name: str | None, settings: Settings, *,
                    writing: bool = False) -> str:
         """One image's vector as pgvector text. ``writing``: it goes into an embedded column (the
@@ -178,13 +198,15 @@ class Serving:
         stored = store.lookup_for_writing(name) if writing and name is not None else store.lookup(name)
         model = self.model(store, stored, settings)
         memo = (ModelKey(stored.sha256, stored.config, model.threads, placement(settings, settings.execution_provider)), settings)
-        if self._last is not None and self._last[0] == memo and self._last[1] == image:
-            return self._last[2]
-        try:
-            vector = model.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode)
-        except ImageError as exc:
-            exc.add_detail(f'model "{stored.name}"')
-            raise
+        with self.metered(stored.name, "image", "trigger" if writing else "function") as meter:
+            if self._last is not None and self._last[0] == memo and self._last[1] == image:
+                return self._last[2]  # a call, no image embedded
+            try:
+                vector = model.embed(image, max_pixels=settings.max_image_pixels, exact=settings.force_exact_decode,
+                                     meter=meter)
+            except ImageError as exc:
+                exc.add_detail(f'model "{stored.name}"')
+                raise
         text = vector_to_text(vector)
         self._last = (memo, image, text)
         self.images_embedded += 1
@@ -195,9 +217,11 @@ class Serving:
         stored = store.lookup_text(name)
         model = self.text_model(store, stored, settings)
         memo = (text_key(stored, settings), settings)
-        if self._last is not None and self._last[0] == memo and self._last[1] == text:
-            return self._last[2]
-        vector_text = vector_to_text(model.embed([text])[0])
+        with self.metered(stored.name, "text", "function") as meter:
+            if self._last is not None and self._last[0] == memo and self._last[1] == text:
+                return self._last[2]
+            vector = model.embed([text], meter)[0]
+        vector_text = vector_to_text(vector)
         self._last = (memo, text, vector_text)
         self.texts_embedded += 1
         return vector_text
@@ -206,7 +230,8 @@ class Serving:
         stored = store.lookup(name)
         model = self.model(store, stored, settings)
         try:
-            vectors = embed_many(model, images, settings)
+            with self.metered(stored.name, "image", "function") as meter:
+                vectors = embed_many(model, images, settings, meter=meter)
         except ImageError as exc:
             exc.add_detail(f'model "{stored.name}"')
             raise

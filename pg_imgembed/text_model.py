@@ -16,6 +16,7 @@ import numpy as np
 
 from .embedding_model import MAX_DIMENSIONS, l2_normalize, runs_on
 from .errors import ImageTooLarge, ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
+from .model_stats import Meter, timed
 from .onnx_session import first_line, make_session
 from .optimized_graphs import GraphPlan
 from .text_config import TextConfig, TokenizerConfig
@@ -109,11 +110,13 @@ class TextModel:
                  "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape)}
         return {name: feeds[name].astype(dtype, copy=False) for name, dtype in self.inputs.items()}
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, D)`` float32 vectors."""
-        feeds = self.ids(texts)
+    def embed(self, texts: Sequence[str], meter: Meter | None = None) -> np.ndarray:
+        """``(N, D)`` float32 vectors (tokenizing is timed as preprocessing)."""
+        with timed(meter, "preprocess"):
+            feeds = self.ids(texts)
         try:
-            (raw,) = self.session.run([self.output_name], feeds)
+            with timed(meter, "inference", len(texts)):
+                (raw,) = self.session.run([self.output_name], feeds)
         except ImgEmbedError:  # an inference server's own errors say what failed
             raise
         except Exception as exc:
@@ -121,6 +124,8 @@ class TextModel:
         vectors = pool_tokens(np.asarray(raw, dtype=np.float32), self.config.output.pooling, feeds)
         if not np.isfinite(vectors).all():
             raise InferenceFailed("the text tower produced NaN or infinite values for this text")
+        if meter is not None:
+            meter.images += len(texts)
         return l2_normalize(vectors) if self.config.output.normalize else vectors
 
     def probe(self) -> np.ndarray:

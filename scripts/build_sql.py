@@ -33,7 +33,8 @@ from pg_imgembed.templates import TEMPLATES
 
 SQL = ROOT / "sql"
 # Order matters only where one feature's objects use another's: the models view comes first.
-IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "text.sql", "triggers.sql", "lineage.sql", "queue.sql"]
+IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "text.sql", "triggers.sql", "lineage.sql", "queue.sql",
+              "stats.sql"]
 HEADER = '\\echo Use "CREATE EXTENSION pg_imgembed CASCADE" to load this file. \\quit\n'
 
 PREAMBLE = '''\

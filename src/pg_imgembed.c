@@ -17,6 +17,10 @@
  *
  * The PL/Python bootstrap loads this library (through imgembed.load_settings()) before it reads
  * any setting; values a role could not have set are dropped with a WARNING at that moment.
+ * Preloaded (shared_preload_libraries, for imgembed.model_stats on PostgreSQL 15 and 16), the
+ * library is loaded before any session exists: the settings are then defined by the first call
+ * of any of its SQL functions instead, in the same context loading it would have, so a session
+ * sees the same rules either way.
  * Nothing here allocates, does I/O or touches catalogs except superuser(), which is a cached
  * syscache lookup, so a check hook cannot fail in a way that harms the backend.
  */
@@ -40,6 +44,8 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+
+#include "pg_imgembed.h"
 
 PG_MODULE_MAGIC;
 
@@ -166,6 +172,20 @@ check_inference_timeout_ms(int *newval, void **extra, GucSource source)
 void
 _PG_init(void)
 {
+	if (process_shared_preload_libraries_in_progress)
+		imgembed_stats_preload();
+	else
+		imgembed_define_settings();
+}
+
+void
+imgembed_define_settings(void)
+{
+	static bool defined = false;
+
+	if (defined)
+		return;
+	defined = true;
 	defining_settings = true;
 	DefineCustomStringVariable("imgembed.runtime_dir",
 							   "Directory of the server's Python runtime (superuser only).",
@@ -225,10 +245,13 @@ _PG_init(void)
 
 PG_FUNCTION_INFO_V1(imgembed_load_settings);
 
-/* Called by the PL/Python bootstrap: loading the library is what defines the settings. */
+/* Called by the PL/Python bootstrap: loading the library is what defines the settings. It also
+ * attaches the statistics' shared memory, which may raise an error, so not from Python later. */
 Datum
 imgembed_load_settings(PG_FUNCTION_ARGS)
 {
+	imgembed_define_settings();
+	imgembed_stats_attach();
 	if (refused_connection_option != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -329,6 +352,7 @@ worker_call(FunctionCallInfo fcinfo, const char *query)
 	bool		isnull;
 	Datum		result;
 
+	imgembed_define_settings();
 	if (!has_privs_of_role(GetUserId(), worker_role))
 		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						errmsg("pg_imgembed: role \"%s\" may not process embedding jobs: it is not a member of imgembed_worker",
@@ -383,6 +407,7 @@ imgembed_lock_model(PG_FUNCTION_ARGS)
 	Datum		allowed;
 	Datum		generation;
 
+	imgembed_define_settings();
 	/* as the caller: may it take this lock? */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

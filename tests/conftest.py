@@ -26,6 +26,7 @@ TEMPLATE = "imgembed_test_template"
 
 
 TARGETS = ("local", "docker", "dsn")
+PRELOAD = {"shared_preload_libraries": "'pg_imgembed'"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,7 +64,9 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
         with container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust") as pg:
             yield pg.get_connection_url()
     else:
-        with LocalCluster() as cluster:  # under /tmp: pytest's own tmp dir is closed to postgres
+        # Preloaded, as PostgreSQL 15 and 16 need for imgembed.model_stats (test_model_stats.py runs
+        # a cluster without it too). Under /tmp: pytest's own tmp dir is closed to postgres.
+        with LocalCluster(settings=PRELOAD) as cluster:
             yield cluster.dsn
 
 

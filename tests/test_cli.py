@@ -159,7 +159,7 @@ def test_a_group_without_its_command_lists_its_commands():
     done = bare("models")
     assert done.returncode == 2
     assert done.stderr == ("pg-imgembed models: error: name a command\n"
-                           "commands: build, load, export, drop, quantize, list, catalog, templates\n"
+                           "commands: build, load, export, drop, rebuild, quantize, list, catalog, templates\n"
                            "run 'pg-imgembed models COMMAND --help' for a command's options\n")
 
 
@@ -289,16 +289,18 @@ def test_status_shows_the_queue_and_the_lineage(dsn, conn):
     conn.execute("INSERT INTO items VALUES (99, %s)", (PHOTO,))
     out = cli(dsn, "status").stdout.splitlines()
     assert out[0] == "queue (imgembed.queue_status)"
-    assert out[1].split() == ["table", "column", "queued", "in_progress", "failed", "done", "oldest_pending"]
+    assert out[1].split() == ["table", "column", "queued", "in_progress", "failed", "done", "oldest_pending", "jobs/s", "eta"]
     assert out[2].split()[:6] == ["items", "embedding", "1", "0", "0", "0"]
-    assert out[4] == "lineage (imgembed.vector_lineage)"
-    assert out[6].split()[:3] == ["items", "embedding", "tiny"] and "fresh" in out[6]
+    lineage = out.index("lineage (imgembed.vector_lineage)")
+    assert out[lineage + 2].split()[:3] == ["items", "embedding", "tiny"] and "fresh" in out[lineage + 2]
     conn.execute("SELECT imgembed.load_model('tiny', %s, %s::jsonb, replace => true)", (onnx_models.conv_net(), json.dumps(TINY_CONFIG)))
-    assert "STALE" in cli(dsn, "status").stdout.splitlines()[6]
+    assert "STALE" in cli(dsn, "status").stdout.splitlines()[lineage + 2]
 
 
 def test_status_of_an_empty_database(dsn):
     assert cli(dsn, "status").stdout == ("queue (imgembed.queue_status)\n  (no async columns with jobs)\n\n"
+                                          "workers (imgembed.worker_status)\n  (no worker has run)\n\n"
+                                          "models (imgembed.model_stats)\n  (nothing embedded since the statistics were reset)\n\n"
                                           "lineage (imgembed.vector_lineage)\n  (no embedded columns yet)\n")
 
 

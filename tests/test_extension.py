@@ -21,6 +21,7 @@ EXPECTED = {
     "imgembed.embed_batch(text,bytea[])": ("s", False),
     "imgembed.backfill(regclass,name,name,text,integer,text,boolean)": ("v", False),
     "imgembed.load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed.rebuild_model(text)": ("v", True),
     "imgembed.set_default_model(text)": ("v", True),
     "imgembed.drop_model(text)": ("v", True),
     "imgembed.grant_model_usage(text,text)": ("v", True),
@@ -47,11 +48,17 @@ EXPECTED = {
     "imgembed.record_error(regclass,jsonb,text,text,text)": ("v", False),
     "imgembed.version()": ("i", False),
     "imgembed.runtime()": ("v", False),
+    # Statistics (src/model_stats.c): read, reset, workers' reports
+    "imgembed._model_stats()": ("v", False),
+    "imgembed.model_stats_reset()": ("v", False),
+    "imgembed.report_worker_batch(text,bigint,text[],bigint[],bigint,bigint,double precision,double precision,"
+    "double precision,double precision,double precision,double precision)": ("v", True),
     # The PL/Python bodies of the PL/pgSQL wrappers above
     "imgembed._embed(bytea,text)": ("s", False),
     "imgembed._embed_for_writing(bytea,text)": ("v", True),
     "imgembed._embed_batch(text,bytea[])": ("s", False),
     "imgembed._load_model(text,bytea,jsonb,boolean,boolean)": ("v", False),
+    "imgembed._rebuild_model(text)": ("v", True),
     "imgembed._text_embedding(text,text)": ("s", True),
     "imgembed._load_text_model(text,bytea,bytea,jsonb,boolean)": ("v", False),
     "imgembed._set_default_model(text)": ("v", True),

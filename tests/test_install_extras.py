@@ -107,7 +107,7 @@ def test_the_worker_extra_pins_equal_the_runtime_requirements():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     pins = runtime_pins()
-    for requirement in extras["worker"][1:] + extras["build"]:
+    for requirement in [r for r in extras["worker"][1:] + extras["build"] if "==" in r]:  # what computes vectors
         name, version = requirement.split("==")
         assert pins[name] == version, requirement
 

@@ -37,7 +37,7 @@ def fresh_session(dsn: str, **options: str) -> tuple[np.ndarray, dict[str, int]]
 
 
 def entries(cache_dir: Path, sha256: str) -> list[Path]:
-    return sorted(cache_dir.glob(f"{sha256}.*.graph"))
+    return sorted(cache_dir.glob(f"{sha256[:16]}.*.graph"))
 
 
 @pytest.fixture
@@ -54,7 +54,9 @@ def test_a_graph_saved_once_is_loaded_by_later_sessions(conn, dsn, cache_dir, mo
     first, report = fresh_session(dsn)
     assert report == {"loaded": 0, "saved": 1}
     (entry,) = entries(cache_dir, model)
-    assert entry.name == f"{model}.{graph_key(model, 'cpu')}.graph"
+    assert entry.name == f"{model[:16]}.{graph_key(model, 'cpu')}.graph"
+    # pg_basebackup's tar format takes paths of at most 99 characters, the cache sitting in the data directory.
+    assert len(f"pg_imgembed_models/{entry.name}/manifest.json") < 99
     assert stat.S_IMODE(entry.stat().st_mode) == 0o700
     assert sorted(p.name for p in entry.iterdir()) == ["graph.data", "graph.onnx", "manifest.json"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 and p.stat().st_uid == entry.stat().st_uid for p in entry.iterdir())
@@ -96,11 +98,15 @@ def test_other_providers_never_use_it():
 def test_a_graph_of_another_onnxruntime_is_not_used_and_goes(conn, dsn, cache_dir, model):
     fresh_session(dsn)
     (entry,) = entries(cache_dir, model)
-    other = entry.with_name(f"{model}.{'0' * 24}.graph")  # as an older onnxruntime or another CPU keyed it
+    other = entry.with_name(f"{model[:16]}.{'0' * 24}.graph")  # as an older onnxruntime or another CPU keyed it
+    old = shutil.copytree(entry, entry.with_name(f"{model}.{graph_key(model, 'cpu')}.graph"))  # as 0.4.0 named it
+    for path in (old, *old.iterdir()):  # the server's, as the server made it
+        os.chown(path, entry.stat().st_uid, entry.stat().st_gid)
     entry.rename(other)
     _, report = fresh_session(dsn)
     assert report == {"loaded": 0, "saved": 1}
-    assert entries(cache_dir, model) == [entry]  # the stale one was removed when the new one was saved
+    assert entries(cache_dir, model) == [entry]  # the stale ones were removed when the new one was saved
+    assert not list(cache_dir.glob(f"{model}.*.graph"))
 
 
 @pytest.mark.parametrize("tamper", ["rewrite", "same_bytes", "symlink", "manifest"])

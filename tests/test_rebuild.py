@@ -214,3 +214,16 @@ def test_the_cli_rebuilds_every_model_it_can_see(conn, dsn, released_builder):
     missing = subprocess.run([sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "models", "rebuild", "nope"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and 'model "nope" does not exist' in missing.stderr
+
+
+def test_a_stored_model_that_refers_to_external_data_is_not_rebuilt(conn, released_builder):
+    """Stored before 0.4.0 refused such models: the rebuild checks the bytes before any session
+    (a session would read the server file)."""
+    from tests.test_trust import external
+
+    model = onnx.load_from_string(released(released_builder, "nchw"))
+    model.graph.initializer.append(external("leak", "postgresql.conf", [4]))
+    load_model(conn, "tiny", released(released_builder, "nchw"))
+    conn.execute("UPDATE imgembed.model_store SET onnx = %s, bytes = length(%s) WHERE name = 'tiny'", [model.SerializeToString()] * 2)
+    err = sql_error(conn, "SELECT * FROM imgembed.rebuild_model('tiny')")
+    assert err.sqlstate == "22023" and err.diag.message_primary.startswith('the model refers to external data (tensor "leak"')

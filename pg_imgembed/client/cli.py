@@ -6,8 +6,8 @@
     pg-imgembed models rebuild [NAME ...]
     pg-imgembed models list | export NAME FILE | export NAME DIR --triton | drop NAME | catalog | templates
     pg-imgembed backfill TABLE IMAGE_COLUMN VECTOR_COLUMN [--model M] [--batch-size N]
-    pg-imgembed status
-    pg-imgembed worker [--concurrency N] [--inference-server URL] ...
+    pg-imgembed status [--watch [SECONDS]]
+    pg-imgembed worker [--concurrency N] [--inference-server URL] [--metrics-port N] ...
     pg-imgembed serve NAME [NAME ...] [--provider auto|cpu|cuda] [--http-port 8000] ...
 
 The database is named the libpq way: --dsn (before or after the command) or the PG* environment
@@ -286,6 +286,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except ImportError as exc:  # a client-only install
         raise UsageError(f"the worker computes vectors itself and needs onnxruntime, numpy and Pillow ({exc})",
                          hint="pip install 'pg_imgembed[worker]' (the server runtime's versions)") from None
+    if args.metrics_port is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise UsageError("--metrics-port needs the prometheus_client package",
+                             hint="pip install 'pg_imgembed[worker]'") from None
     run_from_args(getattr(args, "dsn", None), args)
 
 
@@ -296,29 +302,84 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError(f"--watch takes a number of seconds above 0, not {args.watch:g}")
     with connect(args) as conn:
-        queue = conn.execute("SELECT tbl::text, vector_column, queued, in_progress, failed, done, "
-                             "date_trunc('second', oldest_pending_age)::text FROM imgembed.queue_status ORDER BY 1, 2").fetchall()
-        lineage = conn.execute("SELECT tbl::text, vector_column, model, left(produced_by, 12), produced_by_generation, "
-                               "current_generation, CASE WHEN stale THEN 'STALE' ELSE 'fresh' END, "
-                               "CASE WHEN reembedding THEN 'yes' ELSE '' END, date_trunc('second', updated_at)::text "
-                               "FROM imgembed.vector_lineage ORDER BY 1, 2").fetchall()
-    print("queue (imgembed.queue_status)")
-    table(("table", "column", "queued", "in_progress", "failed", "done", "oldest_pending"), queue,
-          empty="no async columns with jobs", indent="  ")
-    print("\nlineage (imgembed.vector_lineage)")
+        if args.watch is None:
+            print(status_text(conn, None)[0], end="")
+            return
+        previous = None
+        try:
+            while True:
+                text, previous = status_text(conn, previous)
+                if sys.stdout.isatty():
+                    print("\x1b[H\x1b[2J", end="")  # clear the screen, cursor home
+                print(f"{time.strftime('%H:%M:%S')}  every {args.watch:g} s, Ctrl-C to stop\n{text}", flush=True)
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            pass
+
+
+Sample = tuple[float, dict[tuple[str, str, str], int]]  # when, images per (model, tower, path)
+
+
+def status_text(conn: Any, previous: Sample | None) -> tuple[str, Sample]:
+    """The status report; per-model images/s from the images counted since ``previous``."""
+    queue = conn.execute("SELECT tbl::text, vector_column, queued, in_progress, failed, done, "
+                         "date_trunc('second', oldest_pending_age)::text, rate_per_s, date_trunc('second', eta)::text "
+                         "FROM imgembed.queue_status ORDER BY 1, 2").fetchall()
+    workers = conn.execute("SELECT worker, role, CASE WHEN alive THEN 'yes' ELSE 'NO' END, leases_held, "
+                           "date_trunc('second', now() - last_seen)::text || ' ago', done, failed "
+                           "FROM imgembed.worker_status ORDER BY alive DESC, worker").fetchall()
+    notices: list[str] = []  # the statistics are off: model_stats says why
+
+    def notice(diag: Any) -> None:
+        notices.append(diag.message_primary or "")
+
+    conn.add_notice_handler(notice)
+    models = conn.execute("SELECT model, tower, path, calls, images, refused, "
+                          "round((total_decode_ms + total_preprocess_ms + total_inference_ms) / nullif(images, 0), 2) "
+                          "FROM imgembed.model_stats ORDER BY 1, 2, 3").fetchall()
+    conn.remove_notice_handler(notice)
+    lineage = conn.execute("SELECT tbl::text, vector_column, model, left(produced_by, 12), produced_by_generation, "
+                           "current_generation, CASE WHEN stale THEN 'STALE' ELSE 'fresh' END, "
+                           "CASE WHEN reembedding THEN 'yes' ELSE '' END, date_trunc('second', updated_at)::text "
+                           "FROM imgembed.vector_lineage ORDER BY 1, 2").fetchall()
+    now = time.monotonic()
+    sample = (now, {(m[0] or "(other)", m[1] or "", m[2] or ""): m[4] for m in models})
+
+    def rate(key: tuple[str, str, str], images: int) -> str:
+        if previous is None or now <= previous[0]:
+            return ""
+        return f"{max(images - previous[1].get(key, 0), 0) / (now - previous[0]):.1f}"
+
+    lines: list[str] = []
+    out = lines.append
+    out("queue (imgembed.queue_status)")
+    table(("table", "column", "queued", "in_progress", "failed", "done", "oldest_pending", "jobs/s", "eta"), queue,
+          empty="no async columns with jobs", indent="  ", out=out)
+    out("\nworkers (imgembed.worker_status)")
+    table(("worker", "role", "alive", "leases", "last_heartbeat", "done", "failed"), workers,
+          empty="no worker has run", indent="  ", out=out)
+    out("\nmodels (imgembed.model_stats)")
+    rows = [(*m[:6], m[6], rate((m[0] or "(other)", m[1] or "", m[2] or ""), m[4])) for m in models]
+    table(("model", "tower", "path", "calls", "images", "refused", "ms/image", "images/s"), rows,
+          empty=notices[0] if notices else "nothing embedded since the statistics were reset", indent="  ", out=out)
+    out("\nlineage (imgembed.vector_lineage)")
     table(("table", "column", "model", "sha256", "generation", "current", "state", "reembedding", "updated_at"), lineage,
-          empty="no embedded columns yet", indent="  ")
+          empty="no embedded columns yet", indent="  ", out=out)
+    return "\n".join(lines) + "\n", sample
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "", indent: str = "") -> None:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "", indent: str = "",
+          out: Callable[[str], object] = print) -> None:
     if not rows and empty:
-        print(f"{indent}({empty})")
+        out(f"{indent}({empty})")
         return
     shown = [tuple(header)] + [tuple("" if v is None else v for v in r) for r in rows]
     widths = [max(len(str(r[i])) for r in shown) for i in range(len(header))]
     for row in shown:
-        print(indent + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        out(indent + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 # ------------------------------------------------------------------ the parser
@@ -417,7 +478,10 @@ def parser() -> argparse.ArgumentParser:
                           "default: the trigger's policy")
     backfill.add_argument("--switch-model", action="store_true", help="re-embed with --model although the trigger names another, "
                           "and rebind the trigger")
-    command(commands, "status", "show the async queue and the lineage of embedded columns", cmd_status)
+    status = command(commands, "status", "show the async queue with its ETA, the workers, the models' statistics and "
+                     "the lineage of embedded columns", cmd_status)
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C, with per-model images/s")
 
     worker_arguments(command(commands, "worker", "embed the rows async triggers queued", cmd_worker))
     serve = command(commands, "serve", "serve models of the database over KServe V2 (HTTP, gRPC) with Triton Inference Server",
@@ -458,6 +522,10 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inference-token-file", metavar="FILE", help="a file holding the bearer token for --inference-server")
     parser.add_argument("--inference-timeout-ms", type=int, default=30_000,
                         help="longest wait for one answer of --inference-server (default 30000)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port (default: none)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address the metrics are served on (default 127.0.0.1; 0.0.0.0: every interface)")
     parser.add_argument("--allow-version-mismatch", action="store_true",
                         help="start although onnxruntime, numpy or Pillow differ from the server's runtime (vectors may differ)")
 

@@ -41,33 +41,38 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batch import embed_many
 from ..decode import keep_buffers
 from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
 from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
+from ..model_stats import Meter, report_worker_batch
 from ..model_store import ModelStore
 from ..serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
 from ..vector_text import vector_to_text
 from .pg_database import PsycopgDatabase
 
+if TYPE_CHECKING:
+    from .worker_metrics import WorkerMetrics
+
 log = logging.getLogger("pg_imgembed.worker")
 
 CLAIM = """
-WITH c AS (SELECT id FROM imgembed.queue
+WITH c AS (SELECT id, claimed_until IS NOT NULL AS expired FROM imgembed.queue
             WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
             ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
 UPDATE imgembed.queue q
    SET claimed_by = %(me)s, claimed_until = now() + make_interval(secs => %(lease)s), attempts = q.attempts + 1
   FROM c WHERE q.id = c.id
 RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
-          q.row_key, q.enqueued_at, q.attempts"""
+          q.row_key, q.enqueued_at, q.attempts, c.expired, extract(epoch FROM now() - q.enqueued_at)::float8"""
 
 @dataclass(frozen=True)
 class Options:
@@ -97,12 +102,15 @@ class Job:
     row_key: dict[str, Any]
     enqueued_at: Any
     attempts: int
+    expired: bool  # an earlier claim's lease ran out (its worker died or took too long)
+    age_s: float  # since it was queued, when claimed
 
 
 class Worker:
-    def __init__(self, dsn: str, options: Options, name: str | None = None) -> None:
+    def __init__(self, dsn: str, options: Options, name: str | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.dsn = dsn
         self.options = options
+        self.metrics = metrics
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.serving = Serving(warn=lambda message, hint: log.warning("%s (%s)", message, hint))
@@ -115,6 +123,7 @@ class Worker:
         self.fatal: ImgEmbedError | None = None  # why the worker stopped on its own
         self.server_down_s = 0.0  # the current wait for the inference server; 0 while it answers
         self._count_lock = threading.Lock()
+        self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------ running
 
@@ -126,6 +135,7 @@ class Worker:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)  # wakes up for signals
+        self._sign_off()
 
     def _loop(self) -> None:
         import psycopg
@@ -135,6 +145,7 @@ class Worker:
                 with psycopg.connect(self.dsn, autocommit=True) as conn:
                     while not self.stop.is_set():
                         jobs = self.claim(conn)
+                        self._heartbeat(conn)
                         if not jobs:
                             if self.options.once:
                                 return
@@ -158,7 +169,36 @@ class Worker:
             log.error("%s (%s); stopping", self.fatal.message, self.fatal.hint)
             self.stop.set()
             return []
-        return [Job(*row) for row in sorted(rows)]
+        jobs = [Job(*row) for row in sorted(rows)]
+        if self.metrics is not None:
+            for tbl in {job.tbl for job in jobs}:
+                claimed = [job for job in jobs if job.tbl == tbl]
+                self.metrics.leases.labels(tbl).inc(len(claimed))
+                self.metrics.expired.labels(tbl).inc(sum(job.expired for job in claimed))
+                self.metrics.queue_lag.labels(tbl).set(max(job.age_s for job in claimed))
+        return jobs
+
+    def _heartbeat(self, conn: Any) -> None:
+        """Renew this worker's row in imgembed.worker_heartbeats, at most every HEARTBEAT_S."""
+        now = time.monotonic()
+        with self._count_lock:
+            if self.fatal is not None or now - self._last_heartbeat < HEARTBEAT_S:
+                return
+            self._last_heartbeat = now
+            done, failed = self.done, self.failed
+        conn.execute(HEARTBEAT, {"me": self.name, "done": done, "failed": failed})
+
+    def _sign_off(self) -> None:
+        """A clean stop removes the worker's heartbeat; one that dies leaves it to grow old."""
+        import psycopg
+
+        if not self._last_heartbeat:
+            return
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("DELETE FROM imgembed.worker_heartbeats WHERE worker = %s", (self.name,))
+        except psycopg.Error as exc:
+            log.warning("could not remove the heartbeat of %s: %s", self.name, exc)
 
     def complete(self, conn: Any, jobs: Sequence[Job]) -> None:
         groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
@@ -234,7 +274,8 @@ class Worker:
         keys = {n - 1: key for n, _, _, key in rows}
         present = sorted(i for i, (image, _) in found.items() if image is not None)
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads)
+        meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
+        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads, meter)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
             record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
@@ -252,6 +293,12 @@ class Worker:
         failed = sum(jobs[i].id in deleted for i in failed_at)
         self._release(conn, [job.id for job in jobs if job.id not in deleted])
         _count(conn, first, done, failed)
+        report_worker_batch(conn, model_name, meter)
+        if self.metrics is not None:
+            self.metrics.embedded.labels(model_name, first.tbl).inc(done)
+            for i, exc in failed_at.items():
+                if jobs[i].id in deleted:
+                    self.metrics.failed.labels(model_name, first.tbl, exc.sqlstate).inc()
         return done, failed
 
     def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
@@ -280,6 +327,8 @@ class Worker:
                                  f"worker gave up after {job.attempts} attempts: {message}")
                     conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
                     _count(conn, job, done=0, failed=1)
+                    if self.metrics is not None:
+                        self.metrics.failed.labels(job.model, job.tbl, getattr(exc, "sqlstate", None) or "XX000").inc()
                 else:
                     delay = min(self.options.retry_base_s * 2 ** (job.attempts - 1), 300.0)
                     conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, last_error = %s, "
@@ -300,13 +349,29 @@ class Worker:
         return model
 
 
+COUNT = """
+WITH total AS (
+    INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%(tbl)s, %(col)s, %(done)s, %(failed)s)
+    ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done,
+                                                   failed = imgembed.queue_stats.failed + EXCLUDED.failed),
+recent AS (
+    INSERT INTO imgembed.queue_throughput (tbl, vector_column, minute, done, failed)
+    VALUES (%(tbl)s, %(col)s, date_trunc('minute', now()), %(done)s, %(failed)s)
+    ON CONFLICT (tbl, vector_column, minute) DO UPDATE SET done = imgembed.queue_throughput.done + EXCLUDED.done,
+                                                           failed = imgembed.queue_throughput.failed + EXCLUDED.failed)
+DELETE FROM imgembed.queue_throughput
+ WHERE tbl = %(tbl)s AND vector_column = %(col)s AND minute < now() - interval '1 hour'"""
+
+HEARTBEAT = """
+INSERT INTO imgembed.worker_heartbeats (worker, done, failed) VALUES (%(me)s, %(done)s, %(failed)s)
+ON CONFLICT (worker) DO UPDATE SET last_seen = now(), done = EXCLUDED.done, failed = EXCLUDED.failed"""
+HEARTBEAT_S = 5.0  # how often a claiming worker renews its row in imgembed.worker_heartbeats
+
+
 def _count(conn: Any, job: Job, done: int, failed: int) -> None:
-    """Add to the done/failed totals of the job's table and column (imgembed.queue_status)."""
-    conn.execute(
-        "INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done, "
-        "failed = imgembed.queue_stats.failed + EXCLUDED.failed",
-        (job.relid, job.vector_column, done, failed))
+    """Add to the done/failed totals of the job's table and column, and to this minute's
+    (imgembed.queue_status: totals, rate and ETA)."""
+    conn.execute(COUNT, {"tbl": job.relid, "col": job.vector_column, "done": done, "failed": failed})
 
 
 def vector_package_versions() -> dict[str, str]:
@@ -345,12 +410,19 @@ def run_from_args(dsn: str | None, args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pg-imgembed worker: %(message)s")
     if not args.allow_version_mismatch:
         check_versions(dsn or "")
+    metrics = None
+    if args.metrics_port is not None:
+        from .worker_metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        metrics.serve(args.metrics_port, args.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     worker = Worker(dsn or "", Options(concurrency=args.concurrency, batch_size=args.batch_size, lease_s=args.lease,
                                        max_attempts=args.max_attempts, retry_base_s=args.retry_base,
                                        threads=args.threads, provider=args.provider,
                                        decode_threads=args.decode_threads, once=args.once,
                                        inference_server=args.inference_server or "", inference_token_file=args.inference_token_file or "",
-                                       inference_timeout_ms=args.inference_timeout_ms))
+                                       inference_timeout_ms=args.inference_timeout_ms), metrics=metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     log.info("started %s: concurrency %d, batch size %d, %d decode threads each, %s", worker.name,

@@ -291,6 +291,7 @@ BEGIN
     DELETE FROM imgembed.lineage WHERE tbl::oid = ANY (dropped);
     DELETE FROM imgembed.queue WHERE tbl::oid = ANY (dropped);
     DELETE FROM imgembed.queue_stats WHERE tbl::oid = ANY (dropped);
+    DELETE FROM imgembed.queue_throughput WHERE tbl::oid = ANY (dropped);
     DELETE FROM imgembed.errors WHERE tbl::oid = ANY (dropped);
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'pg_imgembed could not forget the dropped tables: %', SQLERRM;
