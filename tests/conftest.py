@@ -61,6 +61,7 @@ def server_dsn(request: pytest.FixtureRequest, server_kind: str) -> Iterator[str
         image = os.environ.get("PG_IMGEMBED_TEST_IMAGE", "pg_imgembed:test")
         # trust: the tests log in as roles they create, without passwords, as on the local cluster
         container = PostgresContainer(image, username="postgres", password="postgres", driver=None)
+        container.with_kwargs(shm_size="1g")  # as the README runs it: parallel HNSW builds outgrow Docker's 64 MB
         with container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust") as pg:
             yield pg.get_connection_url()
     else:
