@@ -236,14 +236,14 @@ def rebuild_prefix(pipeline_onnx: bytes) -> bytes | None:
         return None
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    prefix: list[Any] = []  # every node between the uint8 input and the model's input
+    prefix: dict[int, Any] = {}  # id -> node: every node between the uint8 input and the model's input
     pending = [_P + "pixels"]
     while pending:
         node = producers.get(pending.pop())
-        if node is not None and all(node is not seen for seen in prefix):
-            prefix.append(node)
+        if node is not None and id(node) not in prefix:
+            prefix[id(node)] = node
             pending.extend(node.input)
-    if not prefix or any(not out.startswith(_P) for node in prefix for out in node.output):
+    if not prefix or any(not out.startswith(_P) for node in prefix.values() for out in node.output):
         raise InvalidModel("the pipeline's preprocessing is not the one pg_imgembed builds; rebuild it from the plain model")
     pre = built_config(spec).preprocess
     height, width = pre.center_crop or pre.resize.exact  # type: ignore[union-attr,misc]
@@ -253,10 +253,9 @@ def rebuild_prefix(pipeline_onnx: bytes) -> bytes | None:
     geometry = InputGeometry(spec["model_input"], pre.layout or "NCHW", height, width, dtypes[cast], None)  # resolved: set
     nodes, inits = _pre_nodes(pre, geometry, width)
 
-    used_elsewhere = {name for node in graph.node if all(node is not p for p in prefix) for name in node.input}
-    dropped = {name for node in prefix for name in node.input} - used_elsewhere
+    kept_nodes = [node for node in graph.node if id(node) not in prefix]
+    dropped = {name for node in prefix.values() for name in node.input} - {name for node in kept_nodes for name in node.input}
     kept_inits = [init for init in graph.initializer if init.name not in dropped]
-    kept_nodes = [node for node in graph.node if all(node is not p for p in prefix)]
     del graph.initializer[:], graph.node[:]
     graph.initializer.extend([*inits, *kept_inits])
     graph.node.extend([*nodes, *kept_nodes])
