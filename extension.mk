@@ -27,8 +27,12 @@ $(addprefix build/,$(SQL_SCRIPTS)) &: FORCE
 SITE_PACKAGES = $(RUNTIME_DIR)/venv/lib/python$(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 
 install: install-python
+# The package without client/ (the CLI, the worker: client side).
 install-python:
 	/usr/bin/install -d -m 755 $(SITE_PACKAGES)/pg_imgembed
-	for f in pg_imgembed/*.py; do /usr/bin/install -C -m 644 $$f $(SITE_PACKAGES)/pg_imgembed/; done
-	for f in $(SITE_PACKAGES)/pg_imgembed/*.py; do test -f pg_imgembed/$$(basename $$f) || rm -f $$f; done
+	cd pg_imgembed && find . -path ./client -prune -o -name '*.py' -print | while read -r f; do /usr/bin/install -D -C -m 644 "$$f" "$(SITE_PACKAGES)/pg_imgembed/$$f"; done
+	# what another version installed and this one lacks, modules and sub-packages alike (a stale package shadows a module)
+	cd $(SITE_PACKAGES)/pg_imgembed && find . -name '*.py' | while read -r f; do test -f "$(CURDIR)/pg_imgembed/$$f" || rm -f "$$f"; done
+	cd $(SITE_PACKAGES)/pg_imgembed && find . -mindepth 1 -depth -type d -not -name __pycache__ | while read -r d; do test -d "$(CURDIR)/pg_imgembed/$$d" || rm -rf "$$d"; done
+	rm -rf $(SITE_PACKAGES)/pg_imgembed/client
 	/usr/bin/python3 -m compileall -q $(SITE_PACKAGES)/pg_imgembed

@@ -6,13 +6,21 @@ one session takes, and the cosine between CUDA and CPU vectors (minimum over the
 2 if CUDA was asked for and the session runs on the CPU (onnxruntime falls back with only a log
 line). With ``--provider cpu`` it runs the same paths on the CPU, which is how it is tested here.
 
+``--serve`` checks the shared engine instead: one ``pg-imgembed serve`` (Triton, ``--triton-venv``)
+on the provider, for a throwaway local cluster (the extension installed): images/s of 16
+connections embedding row by row (sync trigger INSERTs) and of a worker, both through it at
+640x480, the GPU memory of that one process, and the cosine to in-process CPU vectors. Exit 2
+when serve cannot run its model on the provider.
+
     python bench/gpu_check.py                      # ResNet-50 (random weights), 100 photos, CUDA
+    python bench/gpu_check.py --serve              # the same model through pg-imgembed serve on CUDA
     python bench/gpu_check.py --provider cpu --model tiny --photos 8 --sizes 64x48
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +37,7 @@ from pg_imgembed.errors import ImgEmbedError
 from pg_imgembed.model_config import parse_config
 from pg_imgembed.settings import Settings
 from tests import images, onnx_models
+from tests.helpers import vector
 
 SIZES = "640x480,1920x1080,4000x3000"
 
@@ -58,9 +67,13 @@ def main() -> int:
     parser.add_argument("--model", choices=["resnet50", "tiny"], default="resnet50")
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--sizes", default=SIZES, help=f"WxH,... (default {SIZES})")
+    parser.add_argument("--serve", action="store_true", help="through one pg-imgembed serve instead (a local cluster)")
+    parser.add_argument("--triton-venv", default=os.environ.get("PG_IMGEMBED_TRITON_VENV", ".triton-venv"))
     args = parser.parse_args()
 
     onnx, raw_config = load(args.model)
+    if args.serve:
+        return check_serve(args, onnx, raw_config)
     config = parse_config(raw_config)
     before = gpu_memory_mib()
     try:
@@ -91,6 +104,45 @@ def main() -> int:
             cosine = min(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
                          for a, b in zip(vectors, expected) if a is not None and b is not None)
             print(f"{size:>12} {path:28} {decode_threads:>14} {rate:9.1f} {cosine:18.6f}")
+    return 0
+
+
+def check_serve(args: argparse.Namespace, onnx: bytes, raw_config: dict) -> int:
+    from contextlib import ExitStack
+
+    import psycopg
+
+    from bench.serving import Serve, row_by_row, worker_rate
+    from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+
+    photos = [images.jpeg(images.photo_like(640, 480, seed=i)) for i in range(args.photos)]
+    with ExitStack() as stack:
+        dsn = fresh_database(stack.enter_context(LocalCluster(settings={"max_connections": "40"})).dsn, "imgembed_gpu_check")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_imgembed CASCADE")
+            conn.execute("SELECT * FROM imgembed.load_model(%s, %s, %s::jsonb)", (args.model, onnx, json.dumps(raw_config)))
+            dimensions = conn.execute("SELECT dimensions FROM imgembed.models WHERE name = %s", (args.model,)).fetchone()[0]
+            conn.execute("SET imgembed.execution_provider = 'cpu'")
+            expected = [vector(conn.execute("SELECT img_embedding(%s, %s)::text", (p, args.model)).fetchone()[0]) for p in photos]
+        before = gpu_memory_mib()
+        try:
+            serve = Serve(dsn, os.path.abspath(args.triton_venv), 2000, args.model, args.provider)
+        except SystemExit:
+            print(f"FAIL: pg-imgembed serve --provider {args.provider} did not start (its log: run it by hand)")
+            return 2
+        stack.callback(serve.stop)
+        after = gpu_memory_mib()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"SET imgembed.inference_server = '{serve.url}'")
+            served = [vector(conn.execute("SELECT img_embedding(%s, %s)::text", (p, args.model)).fetchone()[0]) for p in photos]
+        cosine = min(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(served, expected))
+        rows, _ = row_by_row(dsn, serve.url, photos, connections=16, model=args.model, dimensions=dimensions)
+        worker = worker_rate(dsn, serve.url, photos, args.model, dimensions)
+    memory = f"{after - before} MiB" if before is not None and after is not None else "n/a (no nvidia-smi)"
+    print(f"model {args.model} through pg-imgembed serve --provider {args.provider}, GPU memory of serve: {memory}")
+    print(f"{'path (640x480)':36} {'images/s':>9} {'min cosine vs CPU':>18}")
+    print(f"{'16 connections, sync trigger':36} {rows:9.1f} {cosine:18.6f}")
+    print(f"{'worker (2 x batch 16)':36} {worker:9.1f} {cosine:18.6f}")
     return 0
 
 

@@ -61,14 +61,14 @@ def descendants(pid: int) -> list[int]:
 
 
 class Serve:
-    def __init__(self, dsn: str, venv: str, queue_delay_us: int) -> None:
+    def __init__(self, dsn: str, venv: str, queue_delay_us: int, model: str = MODEL, provider: str = "auto") -> None:
         self.ports = [free_port() for _ in range(3)]
         self.url = f"http://127.0.0.1:{self.ports[0]}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "serve", MODEL, "--triton-venv", venv,
-             "--threads", str(os.cpu_count() or 1), "--queue-delay-us", str(queue_delay_us),
+            [sys.executable, "-m", "pg_imgembed.client.cli", "--dsn", dsn, "serve", model, "--triton-venv", venv,
+             "--threads", str(os.cpu_count() or 1), "--queue-delay-us", str(queue_delay_us), "--provider", provider,
              "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2])],
-            stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:
             try:
                 with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2):
@@ -95,23 +95,24 @@ def connect(dsn: str, server: str, threads: int = 1) -> psycopg.Connection:
     return conn
 
 
-def row_by_row(dsn: str, server: str, photos: list[bytes]) -> tuple[float, float]:
-    """(images/s, MiB of PSS the 8 backends grew by after their first call)."""
-    conns = [connect(dsn, server) for _ in range(CONNECTIONS)]
+def row_by_row(dsn: str, server: str, photos: list[bytes], connections: int = CONNECTIONS, model: str = MODEL,
+               dimensions: int = 2048) -> tuple[float, float]:
+    """(images/s, MiB of PSS the backends grew by after their first call)."""
+    conns = [connect(dsn, server) for _ in range(connections)]
     idle = statistics.median(pss_kib(c.info.backend_pid) for c in conns)
     for n, c in enumerate(conns):
         c.execute(f"DROP TABLE IF EXISTS rows_{n}")
-        c.execute(f"CREATE TABLE rows_{n} (id serial PRIMARY KEY, photo bytea, embedding vector(2048))")
-        c.execute("SELECT imgembed.create_embedding_trigger('rows_{}', 'photo', 'embedding', {})".format(n, f"'{MODEL}'"))
-        c.execute("SELECT img_embedding(%s, %s)", (photos[0], MODEL))  # the first call: model (or client) ready
-    start = threading.Barrier(CONNECTIONS + 1)
+        c.execute(f"CREATE TABLE rows_{n} (id serial PRIMARY KEY, photo bytea, embedding vector({dimensions}))")
+        c.execute("SELECT imgembed.create_embedding_trigger('rows_{}', 'photo', 'embedding', {})".format(n, f"'{model}'"))
+        c.execute("SELECT img_embedding(%s, %s)", (photos[0], model))  # the first call: model (or client) ready
+    start = threading.Barrier(connections + 1)
 
     def insert(n: int) -> None:
         start.wait()
-        for p in photos[n::CONNECTIONS]:
+        for p in photos[n::connections]:
             conns[n].execute(f"INSERT INTO rows_{n} (photo) VALUES (%s)", (p,))
 
-    threads = [threading.Thread(target=insert, args=(n,)) for n in range(CONNECTIONS)]
+    threads = [threading.Thread(target=insert, args=(n,)) for n in range(connections)]
     for t in threads:
         t.start()
     start.wait()
@@ -140,11 +141,11 @@ def hop_ms(dsn: str, server: str, small: bytes, calls: int) -> tuple[list[float]
     return times
 
 
-def worker_rate(dsn: str, server: str, photos: list[bytes]) -> float:
+def worker_rate(dsn: str, server: str, photos: list[bytes], model: str = MODEL, dimensions: int = 2048) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS queued")
-        conn.execute("CREATE TABLE queued (id serial PRIMARY KEY, photo bytea, embedding vector(2048))")
-        conn.execute(f"SELECT imgembed.create_embedding_trigger('queued', 'photo', 'embedding', '{MODEL}', mode => 'async')")
+        conn.execute(f"CREATE TABLE queued (id serial PRIMARY KEY, photo bytea, embedding vector({dimensions}))")
+        conn.execute(f"SELECT imgembed.create_embedding_trigger('queued', 'photo', 'embedding', '{model}', mode => 'async')")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO queued (photo) VALUES (%s)", [(p,) for p in photos])
     worker = Worker(dsn, Options(concurrency=2, batch_size=16, once=True, inference_server=server))

@@ -8,7 +8,8 @@ the answer comes back as binary FP32: no JSON number lists.
 
 The client is ``http.client`` with keep-alive, not ``tritonclient``: its HTTP client pulls in
 gevent and its gRPC client starts threads, neither welcome inside a backend. It starts no thread;
-the worker's threads each get their own connection.
+the worker's threads each get their own connection. The worker may also speak gRPC
+(``client/inference_grpc.py``): any ``Transport`` serves a ``RemoteSession``.
 
 Identity (the served model is the stored one): V2 model name = the model's name (a text tower:
 ``NAME.text``), version = the model's generation, and before first use and after every new
@@ -24,7 +25,7 @@ import json
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -39,18 +40,37 @@ TEXT_SUFFIX = ".text"  # a text tower's V2 name: it shares its model's name with
 V2_TYPES = {"UINT8": "tensor(uint8)", "FP32": "tensor(float)", "FP16": "tensor(float16)", "FP64": "tensor(double)",
             "INT64": "tensor(int64)", "INT32": "tensor(int32)"}
 NUMPY_TYPES = {"UINT8": np.uint8, "FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
-_V2_OF_NUMPY = {np.dtype(t): name for name, t in NUMPY_TYPES.items()}
+V2_OF_NUMPY = {np.dtype(t): name for name, t in NUMPY_TYPES.items()}
+
+
+class Transport(Protocol):
+    """One V2 server as a ``RemoteSession`` uses it. ``connections`` counts the connections made,
+    so a session knows when to check the served model again."""
+
+    url: str
+    connections: int
+
+    def model_metadata(self, name: str, version: int) -> tuple[dict[str, Any] | None, str]:
+        """V2's model metadata (``inputs``/``outputs`` of name, datatype, shape), or None and why."""
+
+    def model_parameters(self, name: str, version: int) -> dict[str, str]:
+        """The string parameters of the model's config ({} where it has none or no config)."""
+
+    def infer(self, name: str, version: int, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+        """The outputs; ``InferenceFailed`` with the server's error text when it refused."""
+
+    def close(self) -> None: ...
 
 
 class V2Client:
-    """Keep-alive HTTP/1.1 to one V2 server; ``connections`` counts the connections made, so a
-    session knows when to check the served model again."""
+    """Keep-alive HTTP/1.1 (V2's REST binding, binary tensor extension) to one V2 server."""
 
     def __init__(self, url: str, token_file: str = "", timeout_ms: int = 30_000) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidSetting(f"the inference server must be an http:// or https:// URL, not {url!r}",
-                                 hint="grpc:// is served by pg-imgembed serve for other clients; backends and the worker speak HTTP.")
+                                 hint="Backends speak V2 over HTTP (every V2 server serves it, Triton on :8000); "
+                                 "grpc:// is for workers (pg-imgembed worker --inference-server grpc://HOST:8001).")
         self.url = url.rstrip("/")
         self.base = parts.path.rstrip("/")
         self.host, self.port, self.https = parts.hostname, parts.port, parts.scheme == "https"
@@ -114,6 +134,33 @@ class V2Client:
             return status, {"error": data[:200].decode("utf-8", "replace")}
 
 
+    def model_metadata(self, name: str, version: int) -> tuple[dict[str, Any] | None, str]:
+        status, metadata = self.get_json(_model_path(name, version))
+        return (metadata, "") if status == 200 else (None, str(metadata.get("error", status)))
+
+    def model_parameters(self, name: str, version: int) -> dict[str, str]:
+        status, config = self.get_json(_model_path(name, version) + "/config")
+        return {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()} if status == 200 else {}
+
+    def infer(self, name: str, version: int, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(a) for a in feeds.values()]
+        header = json.dumps({
+            "inputs": [{"name": n, "shape": list(a.shape), "datatype": V2_OF_NUMPY[a.dtype],
+                        "parameters": {"binary_data_size": a.nbytes}} for n, a in zip(feeds, arrays)],
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in output_names],
+        }).encode()
+        status, response, data = self.request(
+            "POST", _model_path(name, version) + "/infer", b"".join([header, *(a.tobytes() for a in arrays)]),
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+        if status != 200:
+            raise InferenceFailed(_error_text(data))
+        return _outputs(response, data, output_names)
+
+
+def _model_path(name: str, version: int) -> str:
+    return f"/v2/models/{quote(name, safe='')}/versions/{version}"
+
+
 def read_token(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
@@ -139,19 +186,17 @@ class Metadata:
 class RemoteSession:
     """The stored model ``name`` (generation ``version``, bytes ``sha256``) run by a V2 server."""
 
-    def __init__(self, client: V2Client, name: str, version: int, sha256: str) -> None:
+    def __init__(self, client: Transport, name: str, version: int, sha256: str) -> None:
         self.client, self.name, self.version, self.sha256 = client, name, version, sha256
-        self.path = f"/v2/models/{quote(name, safe='')}/versions/{version}"
         self._checked_at = -1
         self.check()
 
     def check(self) -> None:
         """Is the served model the stored one? Reads its metadata and config (again)."""
-        status, metadata = self.client.get_json(self.path)
-        if status != 200:
-            raise self.mismatch(f"it has no version {self.version} of it ready ({metadata.get('error', status)})")
-        status, config = self.client.get_json(self.path + "/config")
-        parameters = {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()} if status == 200 else {}
+        metadata, why = self.client.model_metadata(self.name, self.version)
+        if metadata is None:
+            raise self.mismatch(f"it has no version {self.version} of it ready ({why})")
+        parameters = self.client.model_parameters(self.name, self.version)
         served, version = parameters.get(SHA256_PARAMETER), parameters.get(VERSION_PARAMETER)
         if served != self.sha256 or version != str(self.version):
             raise self.mismatch(f"it serves sha256 {served or '(none in its config)'}, version {version or '(none)'}")
@@ -182,23 +227,16 @@ class RemoteSession:
         return [self.client.url]
 
     def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = [np.ascontiguousarray(a) for a in feeds.values()]
-        header = json.dumps({
-            "inputs": [{"name": name, "shape": list(a.shape), "datatype": _V2_OF_NUMPY[a.dtype],
-                        "parameters": {"binary_data_size": a.nbytes}} for name, a in zip(feeds, arrays)],
-            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in output_names],
-        }).encode()
         if self.client.connections != self._checked_at:
             self.check()  # a new connection may reach another server (a restart, a load balancer)
-        status, response, data = self.client.request(
-            "POST", self.path + "/infer", b"".join([header, *(a.tobytes() for a in arrays)]),
-            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+        try:
+            outputs = self.client.infer(self.name, self.version, feeds, output_names)
+        except InferenceFailed as exc:
+            self.check()  # a replaced or unloaded model says so; anything else is the server's error
+            raise InferenceFailed(f"inference server {self.client.url} failed on model \"{self.name}\": {exc.message}") from None
         if self.client.connections != self._checked_at:
             self.check()  # answered on a new connection: the model it ran must be checked before its vectors count
-        if status != 200:
-            self.check()  # a replaced or unloaded model says so; anything else is the server's error
-            raise InferenceFailed(f"inference server {self.client.url} failed on model \"{self.name}\": {_error_text(data)}")
-        return _outputs(response, data, output_names)
+        return outputs
 
 
 def _arg(spec: dict[str, Any]) -> Arg:

@@ -117,6 +117,10 @@ class ModelStore:
             raise UnknownModel(f"text tower with sha256 {sha256} is no longer in imgembed.text_model_store")
         return bytes(rows[0]["b"])
 
+    def names(self) -> list[str]:
+        """The image models this role may use."""
+        return [r["name"] for r in self.db.rows("SELECT name FROM imgembed.model_store ORDER BY name")]
+
     def _missing(self, name: str | None) -> Exception:
         """Why the model table showed no row: the model is not there, or (its policy hides the
         rows of models the role may not use) the role may not use it."""
@@ -124,7 +128,7 @@ class ModelStore:
                               "WHERE CASE WHEN $1::text IS NULL THEN is_default ELSE name = $1::text END", ["text"], [name])
         if hidden:
             return model_permission_denied(hidden[0]["name"], hidden[0]["me"])
-        names = [r["name"] for r in self.db.rows("SELECT name FROM imgembed.model_store ORDER BY name")]
+        names = self.names()
         loaded = "Loaded models: " + (", ".join(names) if names else "none") + "."
         if name is None:
             return NoDefaultModel(

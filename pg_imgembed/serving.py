@@ -22,7 +22,7 @@ from pathlib import Path
 from .batch import embed_many
 from .embedding_model import EmbeddingModel
 from .errors import ImageError, ImgEmbedError
-from .inference_server import TEXT_SUFFIX, RemoteSession, V2Client
+from .inference_server import TEXT_SUFFIX, RemoteSession, Transport, V2Client
 from .model_config import parse_config
 from .model_file_cache import ModelFileCache, UnsafeDirectory
 from .model_stats import Meter, SharedStats
@@ -37,16 +37,19 @@ from .vector_text import vector_to_text
 
 
 class Serving:
-    def __init__(self, data_directory: str | None = None, warn: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, data_directory: str | None = None, warn: Callable[[str, str], None] | None = None,
+                 connect: Callable[[str, str, int], Transport] = V2Client) -> None:
         """``data_directory``: the server's, where the default model file cache lives (None: no
-        file cache, as on a worker's host). ``warn(message, hint)`` reports an unsafe cache."""
+        file cache, as on a worker's host). ``warn(message, hint)`` reports an unsafe cache.
+        ``connect(url, token_file, timeout_ms)``: the client of an inference server (backends: HTTP)."""
         self.data_directory = data_directory
         self.warn = warn
+        self.connect = connect
         self.cache: SessionCache[EmbeddingModel] = SessionCache()
         self.text_cache: SessionCache[TextModel] = SessionCache()
         self._lock = threading.Lock()  # the worker's threads share one cache
         self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
-        self._clients: dict[tuple[str, str, int], V2Client] = {}
+        self._clients: dict[tuple[str, str, int], Transport] = {}
         self.graphs = OptimizedGraphs()
         self._warned: set[str] = set()
         # The last (model, image or text) -> vector text: `ORDER BY e <=> img_embedding(q)` without
@@ -95,13 +98,13 @@ class Serving:
         with self._lock:
             return self.text_cache.get(stored.name, key, load, settings.max_cached_models)
 
-    def client(self, settings: Settings) -> V2Client:
+    def client(self, settings: Settings) -> Transport:
         """One client (its keep-alive connections) per server, token file and timeout."""
         key = (settings.inference_server, settings.inference_token_file, settings.inference_timeout_ms)
         if key not in self._clients:
             for old in self._clients.values():  # settings changed: the old server's connections go
                 old.close()
-            self._clients = {key: V2Client(*key)}
+            self._clients = {key: self.connect(*key)}
         return self._clients[key]
 
     def _from_file_cache(self, sha256: str, size: int, read: Callable[[], bytes], settings: Settings, provider: str,

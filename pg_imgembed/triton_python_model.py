@@ -4,6 +4,11 @@ It runs in Triton's Python stub (the tritonserver venv: its own numpy), never in
 CLI. The session is made by pg_imgembed's own ``make_session`` (same options, same external-data
 check), from the version's ``model.onnx``, whose sha256 must be the one its config carries.
 Requests of equal shapes that the dynamic batcher gathered run as one onnxruntime call.
+
+Tensors cross the stub by DLPack where ``as_numpy()`` and ``Tensor(name, array)`` would read
+numpy's C structures as the stub was compiled (numpy 1), which numpy 2 laid out anew (wrong input
+bytes, outputs refused): inputs always, outputs under numpy 2. Under numpy 1 an output must not
+go by DLPack: numpy 1's capsule destructor rejects the consumed capsule and the stub hangs.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+_NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+def _output_tensor(name: str, array: np.ndarray) -> Any:
+    return pb_utils.Tensor.from_dlpack(name, array) if _NUMPY_2 else pb_utils.Tensor(name, array)  # the stub adds Tensor late
 
 
 class TritonPythonModel:
@@ -34,7 +45,7 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs} for r in requests]
+        feeds = [{name: np.from_dlpack(pb_utils.get_input_tensor_by_name(r, name)) for name in self.inputs} for r in requests]
         groups: dict[tuple, list[int]] = {}
         for i, feed in enumerate(feeds):
             groups.setdefault(tuple(feed[name].shape[1:] for name in self.inputs), []).append(i)
@@ -52,6 +63,6 @@ class TritonPythonModel:
             for i in members:
                 rows = len(feeds[i][self.inputs[0]])
                 responses[i] = pb_utils.InferenceResponse(
-                    [pb_utils.Tensor(name, np.ascontiguousarray(out[start:start + rows])) for name, out in zip(self.outputs, results)])
+                    [_output_tensor(name, np.ascontiguousarray(out[start:start + rows])) for name, out in zip(self.outputs, results)])
                 start += rows
         return responses

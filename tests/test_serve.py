@@ -173,6 +173,36 @@ def test_triggers_backfill_and_the_worker_write_the_in_process_vectors(conn, ser
         assert dict(conn.execute(f"SELECT id, embedding::text FROM {name}").fetchall()) == expected, name
 
 
+def test_the_worker_speaks_grpc_with_the_same_vectors_and_the_same_checks(conn, served):
+    from pg_imgembed.client.inference_grpc import GrpcV2Client
+    from pg_imgembed.errors import InferenceServerUnavailable, ServedModelMismatch
+    from pg_imgembed.inference_server import RemoteSession
+
+    url = f"grpc://127.0.0.1:{served.ports[1]}"
+    queued = table(conn, "async")
+    rows = [(i, PHOTOS[i % 8]) for i in range(1, 13)]
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {queued} (id, photo) VALUES (%s, %s)", rows)
+    before = served.count("nv_inference_count", "tiny")
+    worker = Worker(conn.info.dsn, Options(once=True, inference_server=url))
+    worker.run()
+    assert worker.done == len(rows)
+    assert served.count("nv_inference_count", "tiny") - before >= len(rows)  # Triton ran them, over gRPC
+    expected = {i: conn.execute("SELECT img_embedding(%s)::text", (p,)).fetchone()[0] for i, p in rows}
+    assert dict(conn.execute(f"SELECT id, embedding::text FROM {queued}").fetchall()) == expected
+    sha, generation = conn.execute("SELECT sha256, generation FROM imgembed.model_store WHERE name = 'tiny'").fetchone()
+    client = GrpcV2Client(url)
+    assert RemoteSession(client, "tiny", generation, sha).get_providers() == [url]
+    with pytest.raises(ServedModelMismatch, match=f"it serves sha256 {sha}, version {generation}"):
+        RemoteSession(client, "tiny", generation, "0" * 64)
+    with pytest.raises(ServedModelMismatch, match=f"it has no version {generation + 1} of it ready"):
+        RemoteSession(client, "tiny", generation + 1, sha)
+    client.close()
+    closed = free_port()
+    with pytest.raises(InferenceServerUnavailable, match=f"inference server grpc://127.0.0.1:{closed} cannot be reached"):
+        RemoteSession(GrpcV2Client(f"grpc://127.0.0.1:{closed}", timeout_ms=2000), "tiny", generation, sha)
+
+
 def test_the_session_reports_where_its_models_run(conn, served):
     runtime = through(conn, served.url, "SELECT img_embedding(%s)::text, imgembed.runtime()", (PHOTOS[0],))[0][1]
     assert runtime["sessions_run_on"] == [served.url]

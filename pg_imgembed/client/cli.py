@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -486,7 +487,9 @@ def parser() -> argparse.ArgumentParser:
     worker_arguments(command(commands, "worker", "embed the rows async triggers queued", cmd_worker))
     serve = command(commands, "serve", "serve models of the database over KServe V2 (HTTP, gRPC) with Triton Inference Server",
                     cmd_serve)
-    serve.add_argument("names", nargs="+", metavar="NAME", help="the models to serve (with their text towers)")
+    serve.add_argument("names", nargs="*", metavar="NAME",
+                       help="the models to serve, with their text towers (default: every model this role may use, "
+                       "and those loaded later)")
     serve.add_argument("--triton-venv", metavar="DIR",
                        help="the venv with nvidia-pytriton (default: $PG_IMGEMBED_TRITON_VENV, else this Python's)")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -516,9 +519,9 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-threads", type=int, default=0,
                         help="image decoding threads per worker thread (default: cores / concurrency)")
     parser.add_argument("--once", action="store_true", help="exit when no job is ready")
-    parser.add_argument("--inference-server", metavar="URL",
-                        help="an Open Inference Protocol (KServe V2) server that runs the models, http:// or https:// "
-                             "(pg-imgembed serve, Triton); default: onnxruntime in this process")
+    parser.add_argument("--inference-server", metavar="URL", default=os.environ.get("PG_IMGEMBED_INFERENCE_SERVER") or None,
+                        help="an Open Inference Protocol (KServe V2) server that runs the models, http(s):// or grpc(s):// "
+                             "(pg-imgembed serve, Triton); default: $PG_IMGEMBED_INFERENCE_SERVER, else onnxruntime in this process")
     parser.add_argument("--inference-token-file", metavar="FILE", help="a file holding the bearer token for --inference-server")
     parser.add_argument("--inference-timeout-ms", type=int, default=30_000,
                         help="longest wait for one answer of --inference-server (default 30000)")

@@ -6,8 +6,9 @@ dynamic batching across all callers, health (``/v2/health/ready``) and Prometheu
 (``:PORT/metrics``). Its repository is written here, in a private temporary directory: each named
 model (and its text tower, as ``NAME.text``) at version = its generation, checked as a backend
 checks it (the stored sha256, no external data), run by ``triton_python_model.py`` in Triton's
-Python backend. Every ``--poll`` seconds the table is read again; a replaced model is written as
-its new version and Triton loads it (the old one is unloaded). SIGTERM/SIGINT stop Triton and
+Python backend. No names: every model the role may use. Every ``--poll`` seconds the table is read
+again; a replaced model is written as its new version and Triton loads it (the old one is
+unloaded), and with no names a model loaded since is served too. SIGTERM/SIGINT stop Triton and
 remove the repository; exit 0.
 """
 
@@ -91,7 +92,7 @@ class Serve:
             self.repository = os.path.join(work, "repository")
             os.mkdir(self.repository, 0o700)
             with self._database() as store:
-                for name in self.options.names:
+                for name in self._names(store):
                     for model in stored_models(store, name, self.served, log.warning):
                         self._write(model)
             return self._run_server(binary, libraries, work)
@@ -118,7 +119,7 @@ class Serve:
                         break
             if self.stop.is_set():
                 return 0
-            log.info("serving %s: http://%s:%d (V2), grpc %s:%d, metrics http://%s:%d/metrics", ", ".join(self.served),
+            log.info("serving %s: http://%s:%d (V2), grpc %s:%d, metrics http://%s:%d/metrics", ", ".join(self.served) or "no model yet",
                      o.address, o.http_port, o.address, o.grpc_port, o.address, o.metrics_port)
             while not self.stop.wait(o.poll_s):
                 if process.poll() is not None:
@@ -143,6 +144,9 @@ class Serve:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             yield ModelStore(PsycopgDatabase(conn))
 
+    def _names(self, store: ModelStore) -> list[str]:
+        return list(self.options.names) or store.names()
+
     def _write(self, model: RepositoryModel) -> None:
         o = self.options
         python = {"pg_imgembed.package_path": PACKAGE_PATH, "pg_imgembed.provider": o.provider,
@@ -159,7 +163,7 @@ class Serve:
     def _reload_replaced(self) -> None:
         try:
             with self._database() as store:
-                for model in [m for name in self.options.names for m in stored_models(store, name, self.served, log.warning)]:
+                for model in [m for name in self._names(store) for m in stored_models(store, name, self.served, log.warning)]:
                     old = self.served.get(model.name)
                     self._write(model)
                     status, _, data = self.client.request("POST", f"/v2/repository/models/{model.name}/load", b"{}")

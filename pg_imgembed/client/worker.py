@@ -57,6 +57,7 @@ from ..model_store import ModelStore
 from ..serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
 from ..vector_text import vector_to_text
+from . import inference_grpc
 from .pg_database import PsycopgDatabase
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class Worker:
         self.metrics = metrics
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
-        self.serving = Serving(warn=lambda message, hint: log.warning("%s (%s)", message, hint))
+        self.serving = Serving(warn=lambda message, hint: log.warning("%s (%s)", message, hint), connect=inference_grpc.connect)
         self._announced: set[int] = set()
         # A worker owns its host, unlike a backend: large photos are bound by decoding, so by
         # default every core decodes (a GPU host's inference leaves them all to it).
