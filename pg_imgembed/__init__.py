@@ -7,7 +7,7 @@ level, so everything except the thin server boundary (``server.py``) runs in a p
 import os as _os
 import sys as _sys
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 if "plpy" in _sys.modules:
     # Inside PL/Python, the runtime's pinned packages must win over the system's dist-packages,

@@ -25,7 +25,7 @@ from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7", "0.3.0": "7230877", "0.4.0": "9e21f94"}  # version -> its release commit
+RELEASES = {"0.1.0": "0dafd3d", "0.2.0": "44a02c7", "0.3.0": "7230877", "0.4.0": "9e21f94", "0.5.0": "ef32976"}  # version -> its release commit
 RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_imgembed"))
 # Error rows as released versions name their table (0.4.0 made it a regclass).
 ERRORS_BEFORE_0_4_0 = "SELECT table_name, row_key, sqlstate FROM imgembed.errors"
