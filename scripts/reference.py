@@ -157,6 +157,7 @@ def current_reference(readme: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", help="a database server with this version of pg_imgembed installed (default: a throwaway local cluster)")
+    parser.add_argument("--readme", type=Path, default=README, help="the file to rewrite (default: README.md)")
     args = parser.parse_args(argv)
     import psycopg
 
@@ -170,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             reference = render(conn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP DATABASE imgembed_reference")
-        README.write_text(replace_reference(README.read_text(), reference))
+        args.readme.write_text(replace_reference(args.readme.read_text(), reference))
 
     if args.dsn:
         write(args.dsn)
     else:
         with LocalCluster() as cluster:
             write(cluster.dsn)
-    print(f"{README.relative_to(ROOT)}: Reference rewritten from the catalog")
+    print(f"{args.readme}: Reference rewritten from the catalog")
     return 0
 
 
