@@ -30,7 +30,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION img_embedding(bytea) IS
-    'Embedding of an image (JPEG, PNG, WebP, GIF, BMP, TIFF bytes) with the default model';
+    'Embedding of an image (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF or HEIC/HEIF bytes) with the default model';
 
 CREATE OR REPLACE FUNCTION img_embedding(image bytea, model text) RETURNS vector
 LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE

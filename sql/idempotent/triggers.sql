@@ -134,6 +134,9 @@ AS $$
 $$;
 COMMENT ON FUNCTION imgembed.record_error(regclass, jsonb, text, text, text) IS
     'Append to imgembed.errors (embedding triggers with on_error => ''null'', backfill, workers); writers of the table only';
+-- The table is 0.1.0's; its comment lives here, so every install and update gives it the same text.
+COMMENT ON TABLE imgembed.errors IS
+    'Images that could not be embedded (on_error => ''null'', workers): the row kept a NULL vector; the table''s owner deletes them';
 
 -- What the backend and the workers both need to know about embedded tables, in one place: the
 -- bindings create_embedding_trigger() recorded, one row per trigger of theirs that still exists.
