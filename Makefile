@@ -21,7 +21,7 @@ SUDO_OWNER := $(shell [ "$$(id -u)" = 0 ] && [ -n "$$SUDO_UID" ] && [ "$$SUDO_UI
 AS_USER = $(if $(SUDO_OWNER),runuser -u $(SUDO_OWNER) --)
 GIVE_BACK = $(if $(SUDO_OWNER),chown -R -h --from=0:0 $$SUDO_UID:$$SUDO_GID .,true)
 
-.PHONY: install deps demo demo-check test lint test-docker test-fresh docker-images bench dev-venv triton-venv clean
+.PHONY: install deps demo demo-check test lint surface test-docker test-fresh docker-images bench dev-venv triton-venv clean
 
 install: deps
 	status=0; $(MAKE) --no-print-directory -f extension.mk install RUNTIME_DIR=$(RUNTIME_DIR) \
@@ -96,6 +96,11 @@ lint: dev-venv
 test: install dev-venv triton-venv
 	status=0; PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) PG_IMGEMBED_TRITON_VENV=$(abspath $(TRITON_VENV)) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests \
 		|| status=$$?; $(GIVE_BACK); exit $$status
+
+# After a change to the extension's objects: rewrite tests/expected/surface.txt from a fresh install.
+surface: install dev-venv
+	status=0; PG_IMGEMBED_RUNTIME_DIR=$(RUNTIME_DIR) $(VENV)/bin/python -m pytest -p no:cacheprovider -q tests/test_surface.py \
+		--update-surface || status=$$?; $(GIVE_BACK); exit $$status
 
 # Docker: the CPU image (CUDA=1: the CUDA image too), and the whole suite against the CPU image
 # (PostgreSQL 17, Python 3.13 inside) through testcontainers.
