@@ -24,7 +24,8 @@ HEADER = "# pg_imgembed's objects after CREATE EXTENSION on PostgreSQL {}, from 
 def fresh(server_dsn: str) -> Iterator[str]:
     name = f"imgembed_surface_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # template0: the Docker image's template1 has the extension already
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
@@ -43,7 +44,8 @@ def test_a_fresh_install_has_the_recorded_surface(fresh, request):
     expected = GOLDEN.read_text()
     recorded = int(re.search(r"on PostgreSQL (\d+)", expected).group(1))
     if recorded != major:
-        pytest.skip(f"{GOLDEN.name} was rendered on PostgreSQL {recorded}: ACLs print otherwise on {major}")
+        # 17, say, adds MAINTAIN to table ACLs and lists row types among the extension's members
+        pytest.skip(f"{GOLDEN.name} was rendered on PostgreSQL {recorded}, where ACLs and members print otherwise than on {major}")
     if actual != expected:
         diff = difflib.unified_diff(expected.splitlines(keepends=True), actual.splitlines(keepends=True),
                                     "tests/expected/surface.txt", "a fresh install")
