@@ -23,7 +23,7 @@ INSERT INTO imgembed.model_store (name) VALUES ('m');
 DELETE FROM imgembed.model_usage;
 -- What anyone may read.
 SELECT count(*) FROM imgembed.models;
-SELECT count(*) FROM imgembed.catalog WHERE model_id = '';
+SELECT count(*) > 0 AS known_models FROM imgembed.catalog;
 
 -- An administrator gets past the privilege check to the argument checks.
 SET ROLE regress_imgembed_admin;
