@@ -11,6 +11,11 @@ sql/ is split the way pgai splits its extension:
   with another signature;
 - ``released/pg_imgembed--<version>.sql``: install scripts of released versions, frozen.
 
+Frozen means byte for byte: ``frozen.txt`` holds the sha256 of every released install script and
+of every incremental file of a released version (``sha256sum`` format, paths under sql/), and the
+build refuses to run when one differs or is missing. A release adds its files with
+``scripts/build_sql.py --freeze sql/incremental/NNN-<version>.sql sql/released/pg_imgembed--<version>.sql``.
+
 Built: ``pg_imgembed--<current>.sql`` (incremental + idempotent), every released install script,
 and ``pg_imgembed--<released>--<current>.sql`` for each released version (its upgrade drops, the
 incremental files after it, idempotent). Each ``#bootstrap`` line in PL/Python bodies becomes the
@@ -21,6 +26,7 @@ package's ``Server`` in ``GD``.
 """
 
 import argparse
+import hashlib
 import json
 import pathlib
 import re
@@ -32,6 +38,7 @@ from pg_imgembed.known_models import CATALOG
 from pg_imgembed.templates import TEMPLATES
 
 SQL = ROOT / "sql"
+FROZEN = SQL / "frozen.txt"
 # Order matters only where one feature's objects use another's: the models view comes first.
 IDEMPOTENT = ["models.sql", "privileges.sql", "embedding.sql", "text.sql", "triggers.sql", "lineage.sql", "queue.sql",
               "stats.sql"]
@@ -149,6 +156,47 @@ def upgrade_drops(start: str) -> list[pathlib.Path]:
                   key=lambda f: version_key(f.stem.split("--")[0]))
 
 
+def frozen() -> dict[str, str]:
+    """Path under sql/ -> the sha256 it was frozen with."""
+    lines = FROZEN.read_text().splitlines() if FROZEN.exists() else []
+    return {path: digest for digest, path in (line.split(None, 1) for line in lines if line.strip())}
+
+
+def sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def must_be_frozen() -> list[str]:
+    """Released install scripts and the incremental files of released versions (paths under sql/)."""
+    versions = released()
+    files = [SQL / "released" / f"pg_imgembed--{v}.sql" for v in versions]
+    files += [f for f in incremental() if f.stem.split("-", 1)[1] in versions]
+    return [f.relative_to(SQL).as_posix() for f in files]
+
+
+def check_frozen() -> list[str]:
+    """What breaks the freeze, one sentence each; empty when every released file is as frozen."""
+    hashes = frozen()
+    problems = [f"sql/{path} changed since it was frozen (sql/frozen.txt): released SQL never changes; "
+                "put the change in a new incremental file or in sql/idempotent/"
+                for path, digest in hashes.items() if (SQL / path).exists() and sha256(SQL / path) != digest]
+    problems += [f"sql/{path} is frozen (sql/frozen.txt) but missing" for path in hashes if not (SQL / path).exists()]
+    problems += [f"sql/{path} belongs to a released version but is not frozen: run scripts/build_sql.py --freeze sql/{path}"
+                 for path in must_be_frozen() if path not in hashes]
+    return problems
+
+
+def freeze(paths: list[pathlib.Path]) -> None:
+    """Add files to sql/frozen.txt; one frozen with other bytes is refused."""
+    hashes = frozen()
+    for path in paths:
+        name = path.resolve().relative_to(SQL).as_posix()
+        if hashes.get(name, sha256(SQL / name)) != sha256(SQL / name):
+            sys.exit(f"sql/{name} is already frozen with other bytes: released SQL never changes")
+        hashes[name] = sha256(SQL / name)
+    FROZEN.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(hashes.items())))
+
+
 def finish(parts: list[pathlib.Path], runtime_dir: str) -> str:
     body = "\n".join(part.read_text() for part in parts)
     body = re.sub(r"^#bootstrap$", PREAMBLE, body, flags=re.M)
@@ -178,11 +226,17 @@ if __name__ == "__main__":
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--list", action="store_true", help="print the names of the scripts built and exit")
     parser.add_argument("--output", type=pathlib.Path, help="directory to write the scripts to")
+    parser.add_argument("--freeze", type=pathlib.Path, nargs="+", metavar="FILE",
+                        help="record released SQL files' sha256 in sql/frozen.txt and exit")
     args = parser.parse_args()
     if args.version:
         print(version())
     elif args.list:
         print(" ".join(sorted(scripts(args.runtime_dir))))
+    elif args.freeze:
+        freeze(args.freeze)
+    elif problems := check_frozen():
+        sys.exit("build_sql.py: " + "\nbuild_sql.py: ".join(problems))
     else:
         args.output.mkdir(parents=True, exist_ok=True)
         for name, text in scripts(args.runtime_dir).items():

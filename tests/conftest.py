@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--target", default=os.environ.get("PG_IMGEMBED_TEST_TARGET", "local"), choices=TARGETS,
                      help="server to test against: local (default), docker or dsn")
     parser.addoption("--dsn", default=os.environ.get("PG_IMGEMBED_TEST_DSN"), help="the server of --target dsn")
+    parser.addoption("--update-surface", action="store_true",
+                     help="rewrite tests/expected/surface.txt from a fresh install (make surface)")
 
 
 @pytest.fixture(scope="session")

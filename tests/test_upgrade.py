@@ -22,6 +22,7 @@ from pg_imgembed import __version__
 from pg_imgembed.client.devcluster import pg_bindir
 from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
+from tests.catalog import CATALOG, snapshot
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,36 +32,6 @@ RUNTIME_DIR = Path(os.environ.get("PG_IMGEMBED_RUNTIME_DIR", "/usr/local/lib/pg_
 ERRORS_BEFORE_0_4_0 = "SELECT table_name, row_key, sqlstate FROM imgembed.errors"
 ERRORS = "SELECT 'public.' || tbl::text, row_key, sqlstate FROM imgembed.errors"
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(4)]
-
-# What the comparison reads: every property of the extension's objects a user or a dump can see.
-CATALOG = {
-    "functions": """SELECT p.oid::regprocedure::text, p.provolatile, p.proisstrict, p.proparallel, p.prosecdef,
-                           p.proconfig, obj_description(p.oid, 'pg_proc'), p.proacl::text, p.prorettype::regtype::text,
-                           md5(p.prosrc)
-                      FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
-                     WHERE d.deptype = 'e' AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_imgembed')""",
-    "relations": """SELECT c.relname, c.relkind, c.relacl::text, c.relrowsecurity, obj_description(c.oid, 'pg_class'),
-                           CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END
-                      FROM pg_class c WHERE c.relnamespace = 'imgembed'::regnamespace AND c.relname NOT LIKE 'enqueue\\_%'""",
-    "columns": """SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                         pg_get_expr(ad.adbin, ad.adrelid), a.attisdropped, a.attstorage, a.attacl::text
-                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-                    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-                   WHERE c.relnamespace = 'imgembed'::regnamespace AND a.attnum > 0 AND c.relkind IN ('r', 'v', 'S')""",
-    "constraints": """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-                       WHERE connamespace = 'imgembed'::regnamespace""",
-    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'imgembed'",
-    "policies": "SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies WHERE schemaname = 'imgembed'",
-    "members": """SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
-                   WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_imgembed')""",
-    "config": "SELECT extversion, extconfig::regclass[]::text[], extcondition FROM pg_extension WHERE extname = 'pg_imgembed'",
-}
-
-
-def snapshot(dsn: str) -> dict[str, list]:
-    with psycopg.connect(dsn) as conn:
-        return {name: sorted(conn.execute(query).fetchall(), key=repr) for name, query in CATALOG.items()}
-
 
 @pytest.fixture(params=sorted(f.stem.removeprefix("pg_imgembed--") for f in (ROOT / "sql" / "released").glob("*.sql")))
 def released(request, local_server) -> tuple[str, Path]:
