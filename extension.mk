@@ -24,11 +24,14 @@ INSTALL_DATA = /usr/bin/install -C -m 644
 $(addprefix build/,$(SQL_SCRIPTS)) &: FORCE
 	python3 scripts/build_sql.py --runtime-dir $(RUNTIME_DIR) --output build
 
+# The package and its layers the server imports (client/ runs outside it).
+RUNTIME_PACKAGES = pg_imgembed pg_imgembed/backend pg_imgembed/serving pg_imgembed/store pg_imgembed/image pg_imgembed/text pg_imgembed/onnx
 SITE_PACKAGES = $(RUNTIME_DIR)/venv/lib/python$(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 
 install: install-python
 install-python:
-	/usr/bin/install -d -m 755 $(SITE_PACKAGES)/pg_imgembed
-	for f in pg_imgembed/*.py; do /usr/bin/install -C -m 644 $$f $(SITE_PACKAGES)/pg_imgembed/; done
-	for f in $(SITE_PACKAGES)/pg_imgembed/*.py; do test -f pg_imgembed/$$(basename $$f) || rm -f $$f; done
+	for d in $(RUNTIME_PACKAGES); do /usr/bin/install -d -m 755 $(SITE_PACKAGES)/$$d; \
+		for f in $$d/*.py; do /usr/bin/install -C -m 644 $$f $(SITE_PACKAGES)/$$d/; done; done
+	cd $(SITE_PACKAGES) && for f in $$(find pg_imgembed -name '*.py'); do test -f $(CURDIR)/$$f || rm -f $$f; done
+	find $(SITE_PACKAGES)/pg_imgembed -depth -mindepth 1 -type d -empty -delete
 	/usr/bin/python3 -m compileall -q $(SITE_PACKAGES)/pg_imgembed

@@ -21,9 +21,9 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.worker import Options, Worker
 from tests import images
+from tests.devcluster import LocalCluster, fresh_database
 from tests.helpers import load_tiny
 
 PACKAGE = "/pg_imgembed/"

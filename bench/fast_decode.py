@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import EmbeddingModel
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"0.3MP": 640 * 480, "2MP": 1920 * 1080, "12MP": 4000 * 3000}  # target pixel counts

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.batch import embed_many
-from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.errors import ImgEmbedError
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import EmbeddingModel
+from pg_imgembed.serving.batch import embed_many
 from pg_imgembed.settings import Settings
 from tests import images, onnx_models
 

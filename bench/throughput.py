@@ -60,14 +60,14 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import decode_formats, resnet50
-from pg_imgembed.batch import embed_many
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import ModelConfig, parse_config
-from pg_imgembed.onnx_session import make_session
+from pg_imgembed.image.model_config import ModelConfig, parse_config
+from pg_imgembed.image.tower import EmbeddingModel
+from pg_imgembed.onnx.session import make_session
+from pg_imgembed.serving.batch import embed_many
 from pg_imgembed.settings import Settings
+from tests.devcluster import LocalCluster, fresh_database
 
 if TYPE_CHECKING:
     from fastembed import ImageEmbedding

@@ -48,8 +48,8 @@ from PIL import Image, ImageOps
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, ConvNextImageProcessorPil, ViTImageProcessorPil
 from transformers.image_utils import load_image
 
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import EmbeddingModel
 from tests import onnx_models
 from tests.fidelity_models import patch_net
 from tests.helpers import embed, load_model

@@ -27,10 +27,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.client.devcluster import free_port
 from pg_imgembed.client.worker import Options, Worker
 from tests import clip_models, images, onnx_models
 from tests.conftest import ROOT, TEMPLATE
+from tests.devcluster import free_port
 from tests.helpers import TINY_CONFIG, load_model, load_tiny, sql_error
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(8)]

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from . import lineage
-from .batch import embed_many
-from .database import PlpyDatabase
-from .embedded_tables import check_owner_may_use, column_type, primary_key, record_error
-from .embedding_model import EmbeddingModel
-from .errors import ImageError, InvalidConfig, ModelReplaced
-from .model_store import ModelStore, StoredModel
-from .serving import Serving
-from .settings import Settings
+from ..errors import ImageError, InvalidConfig, ModelReplaced
+from ..image.tower import EmbeddingModel
+from ..serving.batch import embed_many
+from ..serving.serving import Serving
+from ..settings import Settings
+from ..store import lineage
+from ..store.embedded_tables import check_owner_may_use, column_type, primary_key, record_error
+from ..store.model_store import ModelStore, StoredModel
+from ..vectors import vector_to_text
+from .plpy_api import PlpyDatabase
 from .triggers import check_target
-from .vector_text import vector_to_text
 
 NOTICE_EVERY_S = 1.0
 

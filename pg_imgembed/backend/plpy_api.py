@@ -1,4 +1,5 @@
-"""The part of PL/Python's ``plpy`` module the package uses, as a typed protocol.
+"""The part of PL/Python's ``plpy`` module the package uses, as a typed protocol, and the store's
+``Database`` over it.
 
 The server passes the real ``plpy`` in; nothing here imports it, so the package stays importable
 (and type-checked) outside the server.
@@ -34,3 +35,18 @@ class PLPy(Protocol):
     def warning(self, message: str, **kwargs: Any) -> None: ...
     def error(self, message: str, **kwargs: Any) -> None: ...
     def commit(self) -> None: ...
+
+
+class PlpyDatabase:
+    """Inside a backend: each query is prepared once per session and kept."""
+
+    def __init__(self, plpy: PLPy) -> None:
+        self.plpy = plpy
+        self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+
+    def rows(self, query: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        key = (query, tuple(types))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self.plpy.prepare(query, list(types))
+        return list(self.plpy.execute(plan, list(args)))

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import RuntimeShadowed
+from ..errors import RuntimeShadowed
 
 # Import names of the packages the runtime pins (requirements-runtime.txt) and what they pull in.
 RUNTIME_MODULES = ("numpy", "PIL", "pi_heif", "onnxruntime", "onnx", "google.protobuf", "tokenizers")

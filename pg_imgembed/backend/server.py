@@ -12,18 +12,19 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import __version__, lineage, runtime_env, triggers
-from .backend_state import BackendState
+from .. import __version__
+from ..errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, PermissionDenied, RuntimeMismatch, RuntimeShadowed
+from ..image.decode import decoders, heif_decoder, keep_buffers
+from ..model_stats import SharedStats
+from ..serving.serving import Serving
+from ..settings import Settings, read_settings
+from ..store import lineage
+from ..store.embedded_tables import bound_trigger
+from ..store.model_store import ModelStore
+from . import runtime_env, triggers
 from .backfill import backfill
-from .database import PlpyDatabase
-from .decode import decoders, heif_decoder, keep_buffers
-from .embedded_tables import bound_trigger
-from .errors import BoundModelMismatch, ImgEmbedError, ParallelModeError, PermissionDenied, RuntimeMismatch, RuntimeShadowed
-from .model_stats import SharedStats
-from .model_store import ModelStore
-from .plpy_api import PLPy
-from .serving import Serving
-from .settings import Settings, read_settings
+from .plpy_api import PLPy, PlpyDatabase
+from .state import BackendState
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .database import PlpyDatabase
-from .embedded_tables import check_owner_may_use, primary_key
-from .errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, PermissionDenied, UndefinedColumn, UndefinedTrigger
-from .model_store import ModelStore, StoredModel
+from ..errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, PermissionDenied, UndefinedColumn, UndefinedTrigger
+from ..store.embedded_tables import check_owner_may_use, primary_key
+from ..store.model_store import ModelStore, StoredModel
+from .plpy_api import PlpyDatabase
 
 ON_ERROR = ("error", "null")
 

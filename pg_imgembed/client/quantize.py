@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, InvalidConfig
-from ..model_config import ModelConfig
-from ..optimized_graphs import cpu_features
-from ..pipeline import one_opset_per_domain
-from ..pipeline_spec import DERIVED_KEY
+from ..image.model_config import ModelConfig
+from ..image.pipeline import one_opset_per_domain
+from ..image.pipeline_spec import DERIVED_KEY
+from ..image.tower import EmbeddingModel
+from ..onnx.optimized_graphs import cpu_features
 from .models import LoadedModel, export_model, load_model
 
 MIN_CALIBRATION = 8

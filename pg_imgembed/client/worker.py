@@ -47,16 +47,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..batch import embed_many
-from ..decode import keep_buffers
-from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
-from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
+from ..image.decode import keep_buffers
+from ..image.tower import EmbeddingModel
 from ..model_stats import Meter, report_worker_batch
-from ..model_store import ModelStore
-from ..serving import Serving
+from ..serving.batch import embed_many
+from ..serving.serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
-from ..vector_text import vector_to_text
+from ..store.embedded_tables import bound_trigger, check_owner_may_use, record_error
+from ..store.model_store import ModelStore
+from ..vectors import vector_to_text
 from .pg_database import PsycopgDatabase
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ def vector_package_versions() -> dict[str, str]:
     import onnxruntime
     import PIL
 
-    from ..decode import heif_decoder
+    from ..image.decode import heif_decoder
 
     try:
         heif = heif_decoder().__version__

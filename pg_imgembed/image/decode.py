@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from .errors import ImageError, ImageTooLarge, UndecodableImage
+from ..errors import ImageError, ImageTooLarge, UndecodableImage
 
 # Our own guard replaces Pillow's global one (which warns, then fails at a fixed size).
 Image.MAX_IMAGE_PIXELS = None

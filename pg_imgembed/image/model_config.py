@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
 from .templates import CLIP_MEAN, CLIP_STD
 from .transforms import RESAMPLE
 

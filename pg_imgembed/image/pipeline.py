@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_model import EmbeddingModel
-from .errors import ImgEmbedError, InvalidConfig, InvalidModel
+from ..errors import ImgEmbedError, InvalidConfig, InvalidModel
+from ..onnx.session import InputGeometry, check_self_contained
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
-from .onnx_session import InputGeometry, check_self_contained
 from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, built_config
+from .tower import EmbeddingModel
 
 _P = "pg_imgembed/"  # prefix of the tensors the wrapper adds, so they cannot clash with the model's
 _MIN_OPSET = 9  # IsNaN/Where; the wrapper uses the model's own opset, as onnx.compose requires

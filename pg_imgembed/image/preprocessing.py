@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
+from ..onnx.session import InputGeometry
 from .model_config import ModelConfig, Resize
-from .onnx_session import InputGeometry
 from .transforms import (
     CenterCrop,
     ChannelsFirst,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
 
 # Normalisation statistics, defined once (model_config reads them from here too).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

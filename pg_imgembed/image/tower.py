@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
+from ..model_stats import Meter, timed
+from ..onnx.optimized_graphs import GraphPlan
+from ..onnx.session import CUDA, first_line, make_session, read_input_geometry
 from .decode import decode_image
-from .errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
 from .model_config import ModelConfig
-from .model_stats import Meter, timed
-from .onnx_session import CUDA, first_line, make_session, read_input_geometry
-from .optimized_graphs import GraphPlan
 from .pipeline_spec import built_config, outside_config, read_spec
 from .preprocessing import build_transforms, resolve_config
 from .transforms import resize_threads

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .model_file_cache import is_private_file
+from .file_cache import is_private_file
 
 # 2: graphs are only made from models checked to be self-contained (0.4.0); older ones are made again.
 FORMAT = 2

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidModel, ProviderUnavailable
+from ..errors import InvalidModel, ProviderUnavailable
 from .external_data import Malformed, external_tensors
 from .optimized_graphs import GraphPlan
 

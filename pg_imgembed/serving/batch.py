@@ -13,10 +13,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from .embedding_model import EmbeddingModel
-from .errors import ImageError
-from .model_stats import Meter
-from .settings import Settings
+from ..errors import ImageError
+from ..image.tower import EmbeddingModel
+from ..model_stats import Meter
+from ..settings import Settings
 
 RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small in memory
 

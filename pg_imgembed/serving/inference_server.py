@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from .errors import InferenceFailed, InferenceServerUnavailable, InvalidSetting, ServedModelMismatch
+from ..errors import InferenceFailed, InferenceServerUnavailable, InvalidSetting, ServedModelMismatch
 
 SHA256_PARAMETER = "pg_imgembed.sha256"
 VERSION_PARAMETER = "pg_imgembed.version"

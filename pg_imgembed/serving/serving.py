@@ -19,21 +19,21 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ..errors import ImageError, ImgEmbedError
+from ..image.model_config import parse_config
+from ..image.tower import EmbeddingModel
+from ..model_stats import Meter, SharedStats
+from ..onnx.file_cache import ModelFileCache, UnsafeDirectory
+from ..onnx.optimized_graphs import GraphPlan, OptimizedGraphs
+from ..onnx.session import provider_list
+from ..settings import Settings
+from ..store.model_store import ModelStore, StoredModel, StoredTextModel
+from ..text.config import parse_text_config
+from ..text.tower import TextModel
+from ..vectors import vector_to_text
 from .batch import embed_many
-from .embedding_model import EmbeddingModel
-from .errors import ImageError, ImgEmbedError
 from .inference_server import TEXT_SUFFIX, RemoteSession, V2Client
-from .model_config import parse_config
-from .model_file_cache import ModelFileCache, UnsafeDirectory
-from .model_stats import Meter, SharedStats
-from .model_store import ModelStore, StoredModel, StoredTextModel
-from .onnx_session import provider_list
-from .optimized_graphs import GraphPlan, OptimizedGraphs
 from .session_cache import M, ModelKey, SessionCache
-from .settings import Settings
-from .text_config import parse_text_config
-from .text_model import TextModel
-from .vector_text import vector_to_text
 
 
 class Serving:

@@ -23,7 +23,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config["parameters"].items()}
         sys.path.insert(0, parameters["pg_imgembed.package_path"])
-        from pg_imgembed.onnx_session import make_session
+        from pg_imgembed.onnx.session import make_session
 
         with open(os.path.join(args["model_repository"], args["model_version"], "model.onnx"), "rb") as f:
             onnx = f.read()

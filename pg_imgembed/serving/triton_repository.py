@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ImgEmbedError, InvalidModel, UnknownModel
+from ..errors import ImgEmbedError, InvalidModel, UnknownModel
+from ..onnx.session import make_session
+from ..store.model_store import ModelStore
 from .inference_server import SHA256_PARAMETER, TEXT_SUFFIX, VERSION_PARAMETER
-from .model_store import ModelStore
-from .onnx_session import make_session
 
 _TRITON_TYPES = {"tensor(uint8)": "TYPE_UINT8", "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16",
                  "tensor(double)": "TYPE_FP64", "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32"}

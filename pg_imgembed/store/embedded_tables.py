@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import PermissionDenied
 from .database import Database
-from .errors import PermissionDenied
 
 # regclassin, unlike the text cast, takes an oid as well as a name.
 REGCLASS = "pg_catalog.regclassin($1::pg_catalog.text::pg_catalog.cstring)"

@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .database import Database
-from .embedded_tables import tables_using
-from .errors import (
+from ..errors import (
     DimensionMismatch,
     DuplicateModel,
     ModelInUse,
@@ -23,11 +21,13 @@ from .errors import (
     TowerMismatch,
     UnknownModel,
 )
-from .model_config import ModelConfig, parse_config
-from .pipeline_spec import read_derived_from
-from .settings import Settings
-from .templates import expand_template
-from .text_config import parse_text_config
+from ..image.model_config import ModelConfig, parse_config
+from ..image.pipeline_spec import read_derived_from
+from ..image.templates import expand_template
+from ..settings import Settings
+from ..text.config import parse_text_config
+from .database import Database
+from .embedded_tables import tables_using
 
 # A rebuilt pipeline's vectors count as the same when no component differs by more than this
 # fraction of the vector's length: float32 rounding of the preprocessing, carried through the model,
@@ -146,7 +146,7 @@ class ModelStore:
             raise NullArgument(f'ONNX bytes for model "{name}" are NULL')
         config = read_config(config_json)
         source_sha256 = hashlib.sha256(onnx).hexdigest()  # what sha256sum prints for the file loaded
-        from .pipeline import prepare_pipeline  # builds with the onnx package: off the embedding path
+        from ..image.pipeline import prepare_pipeline  # builds with the onnx package: off the embedding path
 
         onnx, model, dimensions = prepare_pipeline(onnx, config, settings.threads)
         # Queue behind the writers holding the model (and ahead of new ones): see imgembed._lock_model.
@@ -194,7 +194,7 @@ class ModelStore:
         """Re-emit a stored pipeline with this version's preprocessing prefix. Its vectors keep their
         generation (columns stay current) only if the server measured them equal to the old ones
         at float32 rounding level; otherwise it is a new generation, and the columns show stale."""
-        from .pipeline import compare_pipelines, rebuild_prefix  # the onnx package: off the embedding path
+        from ..image.pipeline import compare_pipelines, rebuild_prefix  # the onnx package: off the embedding path
 
         self.db.rows("SELECT imgembed._lock_model($1, true) AS locked", ["text"], [name])
         stored = self.lookup(name)
@@ -219,7 +219,7 @@ class ModelStore:
 
     def load_text(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config_json: str | None,
                   replace: bool | None, settings: Settings) -> list[dict[str, Any]]:
-        from .text_model import TextModel  # tokenizers: off the image path
+        from ..text.tower import TextModel  # tokenizers: off the image path
 
         if not name:
             raise NullArgument("model name must not be NULL or empty")

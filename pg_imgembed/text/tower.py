@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_model import MAX_DIMENSIONS, l2_normalize, runs_on
-from .errors import ImageTooLarge, ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
-from .model_stats import Meter, timed
-from .onnx_session import first_line, make_session
-from .optimized_graphs import GraphPlan
-from .text_config import TextConfig, TokenizerConfig
+from ..errors import ImageTooLarge, ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
+from ..image.tower import MAX_DIMENSIONS, l2_normalize, runs_on
+from ..model_stats import Meter, timed
+from ..onnx.optimized_graphs import GraphPlan
+from ..onnx.session import first_line, make_session
+from .config import TextConfig, TokenizerConfig
 
 MAX_TEXT_BYTES = 1 << 20  # a query or caption, not a document: bounds the tokenizer's memory
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
