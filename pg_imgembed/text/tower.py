@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageTooLarge, ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
+from ..errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel, TextTooLong
 from ..image.tower import MAX_DIMENSIONS, l2_normalize, runs_on
 from ..model_stats import Meter, timed
 from ..onnx.optimized_graphs import GraphPlan
@@ -25,10 +25,6 @@ MAX_TEXT_BYTES = 1 << 20  # a query or caption, not a document: bounds the token
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 PROBE_TEXTS = ("a photo of a cat", "", "A DOG on the beach, at sunset! 🌅 犬")
-
-
-class TextTooLong(ImageTooLarge):
-    """Same condition as an oversized image: 54000 program_limit_exceeded."""
 
 
 def load_tokenizer(tokenizer_json: bytes) -> Any:
