@@ -22,7 +22,9 @@ RUNTIME_MODULES = ("numpy", "PIL", "pi_heif", "onnxruntime", "onnx", "google.pro
 
 def site_packages() -> str:
     """The runtime's site-packages: where this package itself was imported from."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import pg_imgembed
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(pg_imgembed.__file__)))
 
 
 def origin(module: str) -> str | None:
