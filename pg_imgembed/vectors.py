@@ -1,4 +1,5 @@
-"""Formats embeddings as pgvector input text, fast and exactly.
+"""Vectors out of a tower: one vector per input from a model's output, normalized, and written as
+pgvector input text, fast and exactly.
 
 PL/Python hands a function's result to the type's input function as text, so for ``vector`` the
 float-to-text step is on every call. pgvector parses each element with ``strtof``, which accepts
@@ -9,6 +10,10 @@ costs ~80 µs for 2048 dimensions instead of ~500 µs for ``'%.9g'`` and is bit-
 from __future__ import annotations
 
 import numpy as np
+
+from .errors import InvalidModel
+
+MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _DIGITS = np.frombuffer(b"0123456789", dtype=np.uint8)
@@ -39,3 +44,27 @@ def vector_to_text(values: np.ndarray) -> str:
     out[:, 15] = _DIGITS[magnitude % 10]
     out[:, 16] = ord(",")
     return "[" + out.tobytes()[:-1].decode("ascii") + "]"
+
+
+def pool(raw: np.ndarray, pooling: str, layout: str) -> np.ndarray:
+    """Model output -> one vector per image. ``auto``: vectors as they are, feature maps averaged
+    over their spatial axes, token sequences (``N x T x D``) take the first (CLS) token."""
+    if raw.ndim == 2 and pooling in ("auto", "none"):
+        return raw
+    if raw.ndim == 4 and pooling in ("auto", "mean"):
+        return raw.mean(axis=(2, 3) if layout == "NCHW" else (1, 2))
+    if raw.ndim == 3 and pooling in ("auto", "cls"):
+        return raw[:, 0, :]
+    if raw.ndim == 3 and pooling == "mean":
+        return raw.mean(axis=1)
+    raise InvalidModel(
+        f"model output has shape {list(raw.shape)}, which pooling {pooling!r} cannot turn into one vector per image",
+        hint="Expected (N, D) vectors, an (N, C, H, W) feature map or (N, T, D) tokens; "
+        'set output.name to pick another output or output.pooling ("mean", "cls").',
+    )
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # An all-zero output stays zero rather than becoming NaN.
+    return vectors / np.where(norms == 0, 1, norms)

@@ -19,14 +19,14 @@ from PIL import Image
 from ..errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel
 from ..model_stats import Meter, timed
 from ..onnx.optimized_graphs import GraphPlan
-from ..onnx.session import CUDA, first_line, make_session, read_input_geometry
+from ..onnx.session import first_line, make_session, read_input_geometry, runs_on
+from ..vectors import MAX_DIMENSIONS, l2_normalize, pool
 from .decode import decode_image
 from .model_config import ModelConfig
 from .pipeline_spec import built_config, outside_config, read_spec
 from .preprocessing import build_transforms, resolve_config
 from .transforms import resize_threads
 
-MAX_DIMENSIONS = 16000  # pgvector's limit for the vector type
 
 class EmbeddingModel:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
@@ -130,34 +130,3 @@ class EmbeddingModel:
                 f"the model's output has {vector.size} dimensions; pgvector's vector holds at most {MAX_DIMENSIONS}"
             )
         return vector
-
-
-def runs_on(session: Any) -> str:
-    """cuda, cpu, or the URL of the inference server that runs the session."""
-    first = session.get_providers()[0]
-    return "cuda" if first == CUDA else "cpu" if first == "CPUExecutionProvider" else first
-
-
-def pool(raw: np.ndarray, pooling: str, layout: str) -> np.ndarray:
-    """Model output -> one vector per image. ``auto``: vectors as they are, feature maps averaged
-    over their spatial axes, token sequences (``N x T x D``) take the first (CLS) token."""
-    if raw.ndim == 2 and pooling in ("auto", "none"):
-        return raw
-    if raw.ndim == 4 and pooling in ("auto", "mean"):
-        return raw.mean(axis=(2, 3) if layout == "NCHW" else (1, 2))
-    if raw.ndim == 3 and pooling in ("auto", "cls"):
-        return raw[:, 0, :]
-    if raw.ndim == 3 and pooling == "mean":
-        return raw.mean(axis=1)
-    raise InvalidModel(
-        f"model output has shape {list(raw.shape)}, which pooling {pooling!r} cannot turn into one vector per image",
-        hint="Expected (N, D) vectors, an (N, C, H, W) feature map or (N, T, D) tokens; "
-        'set output.name to pick another output or output.pooling ("mean", "cls").',
-    )
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    # An all-zero output stays zero rather than becoming NaN.
-    return vectors / np.where(norms == 0, 1, norms)
-

@@ -173,3 +173,9 @@ def first_line(exc: BaseException) -> str:
     """onnxruntime's exceptions carry pages of text: the first line says what went wrong."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:500]
+
+
+def runs_on(session: Any) -> str:
+    """cuda, cpu, or the URL of the inference server that runs the session."""
+    first = session.get_providers()[0]
+    return "cuda" if first == CUDA else "cpu" if first == "CPUExecutionProvider" else first

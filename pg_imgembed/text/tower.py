@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImgEmbedError, InferenceFailed, InvalidConfig, InvalidModel, TextTooLong
-from ..image.tower import MAX_DIMENSIONS, l2_normalize, runs_on
 from ..model_stats import Meter, timed
 from ..onnx.optimized_graphs import GraphPlan
-from ..onnx.session import first_line, make_session
+from ..onnx.session import first_line, make_session, runs_on
+from ..vectors import MAX_DIMENSIONS, l2_normalize
 from .config import TextConfig, TokenizerConfig
 
 MAX_TEXT_BYTES = 1 << 20  # a query or caption, not a document: bounds the tokenizer's memory
