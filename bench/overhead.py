@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 
 from pg_imgembed.image.model_config import parse_config
-from pg_imgembed.image.tower import EmbeddingModel
+from pg_imgembed.image.tower import ImageTower
 from pg_imgembed.vectors import vector_to_text
 from tests.devcluster import LocalCluster, fresh_database
 
@@ -92,7 +92,7 @@ def run(dsn: str, calls: int) -> None:
         n = calls // 4
         conn.execute("CREATE TEMP TABLE p AS SELECT %s::bytea AS photo FROM generate_series(1, %s)", (photo, n))
         sql_ms = per_call_ms(conn, "SELECT sum(vector_dims(img_embedding(photo, 'tiny2048'))) FROM p", n)
-        model = EmbeddingModel(onnx, parse_config(CONFIG), threads=1)
+        model = ImageTower(onnx, parse_config(CONFIG), threads=1)
         start = time.perf_counter()
         for _ in range(n):
             model.embed(photo, max_pixels=10**8)

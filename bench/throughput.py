@@ -63,7 +63,7 @@ from bench import decode_formats, resnet50
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
 from pg_imgembed.image.model_config import ModelConfig, parse_config
-from pg_imgembed.image.tower import EmbeddingModel
+from pg_imgembed.image.tower import ImageTower
 from pg_imgembed.onnx.session import make_session
 from pg_imgembed.serving.batch import embed_many
 from pg_imgembed.settings import Settings
@@ -251,12 +251,12 @@ class Bench:
         self.runtime = json.loads(self.db.execute("SELECT imgembed.runtime()::text").fetchone()[0])
         onnx, config = self.db.execute("SELECT onnx, config::text FROM imgembed.model_store WHERE name = %s",
                                        (MODEL,)).fetchone()
-        self.pipeline = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=1)
-        self.engine = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
+        self.pipeline = ImageTower(bytes(onnx), parse_config(json.loads(config)), threads=1)
+        self.engine = ImageTower(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
         self.session = make_session(self.onnx_path, THREADS)
         self.quantized = self._quantize()
         (int8,) = self.db.execute("SELECT onnx FROM imgembed.model_store WHERE name = %s", (INT8_MODEL,)).fetchone()
-        self.int8 = EmbeddingModel(bytes(int8), ModelConfig(), threads=THREADS)
+        self.int8 = ImageTower(bytes(int8), ModelConfig(), threads=THREADS)
         self.spinning_ms = 0.0
         self.fastembed = self._fastembed()
         self.worker = Worker(dsn, WORKER, name="bench")

@@ -477,13 +477,13 @@ def test_keep_buffers_reuses_the_memory_of_the_last_image_and_gives_it_back_when
 
 def test_fast_mode_decodes_a_jpeg_at_twice_the_resize_and_resamples_only_the_crop():
     from pg_imgembed.image.model_config import parse_config
-    from pg_imgembed.image.tower import EmbeddingModel
+    from pg_imgembed.image.tower import ImageTower
     from tests import onnx_models
 
     config = {"preprocess": {"resize": {"shortest_edge": 64}, "center_crop": {"height": 56, "width": 56},
                              "resample": "bilinear"}}
-    exact = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(config))
-    fast = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(
+    exact = ImageTower(onnx_models.conv_net(56, 56), parse_config(config))
+    fast = ImageTower(onnx_models.conv_net(56, 56), parse_config(
         {"preprocess": {**config["preprocess"], "decode": "fast"}}))
     data = jpeg(photo_like(1024, 768), quality=90)
     # 1/4 scale (256x192) is the smallest at least 128 (2 x 64) on both sides; 1/8 would be 96 tall.

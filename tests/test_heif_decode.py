@@ -114,10 +114,10 @@ def test_heic_and_avif_alpha_is_dropped_or_composited_like_png():
 
 def test_lossless_heic_gives_the_vector_of_the_same_pixels_as_png():
     from pg_imgembed.image.model_config import parse_config
-    from pg_imgembed.image.tower import EmbeddingModel
+    from pg_imgembed.image.tower import ImageTower
     from tests import onnx_models
 
-    model = EmbeddingModel(onnx_models.conv_net(), parse_config({"preprocess": {"resample": "bilinear"}}))
+    model = ImageTower(onnx_models.conv_net(), parse_config({"preprocess": {"resample": "bilinear"}}))
     img = photo_like(80, 60, seed=8)
     for data in (hi.heic(img, lossless=True), hi.heic(img, lossless=True, tile_size=64)):
         np.testing.assert_array_equal(model.embed(data, max_pixels=LIMIT), model.embed(png(img), max_pixels=LIMIT))

@@ -182,11 +182,11 @@ def test_an_int8_copy_of_a_released_pipeline_rebuilds(released_builder, tmp_path
     replaces it and keeps every quantized node."""
     from pg_imgembed.client.quantize import quantize_pipeline
     from pg_imgembed.image.model_config import ModelConfig
-    from pg_imgembed.image.tower import EmbeddingModel
+    from pg_imgembed.image.tower import ImageTower
 
     old = released_builder(patch_net(224, 32, seed=3), CASES["vit-224"][1])
     (tmp_path / "fp32.onnx").write_bytes(old)
-    fp32 = EmbeddingModel(old, ModelConfig(), threads=1)
+    fp32 = ImageTower(old, ModelConfig(), threads=1)
     calibration = [fp32.preprocess(fp32.decode(images.jpeg(images.photo_like(320, 240, seed=i)), max_pixels=10**8)) for i in range(8)]
     int8 = quantize_pipeline(tmp_path, fp32, calibration, reduce_range=False, derived={"model": "x"})
     rebuilt = rebuild_prefix(int8)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, InvalidConfig, ModelReplaced
-from ..image.tower import EmbeddingModel
+from ..image.tower import ImageTower
 from ..serving.batch import embed_many
 from ..serving.serving import Serving
 from ..settings import Settings
@@ -57,7 +57,7 @@ def backfill(db: PlpyDatabase, serving: Serving, settings: Settings, table: str,
 class Run:
     """One backfill call: the target, its model, and the batch steps both passes use."""
 
-    def __init__(self, db: PlpyDatabase, store: ModelStore, serving: Serving, settings: Settings, embedder: EmbeddingModel,
+    def __init__(self, db: PlpyDatabase, store: ModelStore, serving: Serving, settings: Settings, embedder: ImageTower,
                  stored: StoredModel, table: str, image_column: str, vector_column: str, batch_size: int,
                  on_error: str | None) -> None:
         plpy = self.plpy = db.plpy

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
 from ..image.decode import keep_buffers
-from ..image.tower import EmbeddingModel
+from ..image.tower import ImageTower
 from ..model_stats import Meter, report_worker_batch
 from ..serving.batch import embed_many
 from ..serving.serving import Serving
@@ -336,7 +336,7 @@ class Worker:
         except Exception as again:  # the lease will bring them back
             log.warning("could not reschedule jobs: %s", again)
 
-    def _model(self, db: PsycopgDatabase, name: str, settings: Settings) -> EmbeddingModel:
+    def _model(self, db: PsycopgDatabase, name: str, settings: Settings) -> ImageTower:
         """The model's session, through the same serving path as the backend's. The model is held
         FOR SHARE until the batch commits, so it cannot be replaced under vectors being written
         (see imgembed.lineage)."""

@@ -23,19 +23,19 @@ from ..errors import ImgEmbedError, InvalidConfig, InvalidModel
 from ..onnx.session import InputGeometry, check_self_contained
 from .model_config import ModelConfig, OutputConfig, PreprocessConfig
 from .pipeline_spec import FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, built_config
-from .tower import EmbeddingModel
+from .tower import ImageTower
 
 _P = "pg_imgembed/"  # prefix of the tensors the wrapper adds, so they cannot clash with the model's
 _MIN_OPSET = 9  # IsNaN/Where; the wrapper uses the model's own opset, as onnx.compose requires
 
 
-def build_pipeline(plain_onnx: bytes, config: ModelConfig, plain: EmbeddingModel | None = None) -> bytes:
+def build_pipeline(plain_onnx: bytes, config: ModelConfig, plain: ImageTower | None = None) -> bytes:
     """Wrap a plain model with its preprocessing and pooling; returns the pipeline's bytes.
     ``plain``: the same bytes already loaded with ``config`` (saves loading them again)."""
     import onnx
     from onnx import compose
 
-    plain = plain or EmbeddingModel(plain_onnx, config, threads=1)
+    plain = plain or ImageTower(plain_onnx, config, threads=1)
     if plain.pipeline_spec is not None:
         raise InvalidModel("the model is already a pg_imgembed pipeline model; load it without a config")
     geometry, resolved, output = plain.geometry, plain.config, plain.output_name
@@ -191,11 +191,11 @@ def _onnx_dtype(dtype: type) -> int:
     return types[dtype]
 
 
-def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, EmbeddingModel, int]:
+def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> tuple[bytes, ImageTower, int]:
     """The bytes to store, a ready model and its dimensions (from embedding a probe image): a
     pipeline model as given (so an exported file comes back with the same sha256), or a plain
     model built into one, checked against itself."""
-    given = EmbeddingModel(onnx, config or ModelConfig(), threads=threads)
+    given = ImageTower(onnx, config or ModelConfig(), threads=threads)
     if given.pipeline_spec is not None:
         if config is not None:
             raise InvalidConfig(
@@ -210,7 +210,7 @@ def prepare_pipeline(onnx: bytes, config: ModelConfig | None, threads: int) -> t
         raise
     except Exception as exc:  # onnx's checker and compose raise plain exceptions
         raise InvalidModel(f"cannot build a pipeline model from this model: {str(exc).splitlines()[0]}") from exc
-    built = EmbeddingModel(pipeline, ModelConfig(), threads=threads)
+    built = ImageTower(pipeline, ModelConfig(), threads=threads)
     got = built.probe()
     cosine = float(np.dot(expected, got) / (np.linalg.norm(expected) * np.linalg.norm(got) or 1.0))
     if expected.shape != got.shape or cosine < 0.99999:

@@ -28,7 +28,7 @@ from .preprocessing import build_transforms, resolve_config
 from .transforms import resize_threads
 
 
-class EmbeddingModel:
+class ImageTower:
     """Decode -> preprocess -> onnxruntime -> pool -> L2-normalise, for one stored model."""
 
     def __init__(self, source: bytes | Path | None, config: ModelConfig, *, threads: int = 1, provider: str = "cpu",

@@ -14,14 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..errors import ImageError
-from ..image.tower import EmbeddingModel
+from ..image.tower import ImageTower
 from ..model_stats import Meter
 from ..settings import Settings
 
 RUN_BATCH = 8  # images per onnxruntime call: enough to amortise the call, small in memory
 
 
-def embed_many(model: EmbeddingModel, images: Sequence[bytes | None], settings: Settings,
+def embed_many(model: ImageTower, images: Sequence[bytes | None], settings: Settings,
                failures: list[tuple[int, ImageError]] | None = None,
                decode_threads: int | None = None, meter: Meter | None = None) -> list[np.ndarray | None]:
     """One vector per image, None where the image is None. A bad image raises its ImageError

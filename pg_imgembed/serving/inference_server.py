@@ -1,6 +1,6 @@
 """Models run by an Open Inference Protocol (KServe V2) server instead of this process.
 
-``RemoteSession`` answers what ``EmbeddingModel`` and ``TextModel`` ask of an onnxruntime session
+``RemoteSession`` answers what ``ImageTower`` and ``TextModel`` ask of an onnxruntime session
 (inputs, outputs, the pipeline's metadata, ``run``), so decoding, resizing, tokenizing, pooling
 checks and vector text stay exactly where they are; only the graph runs on the server. The
 request carries the decoded uint8 image (or the token ids) in V2's binary tensor extension and
@@ -167,7 +167,7 @@ class RemoteSession:
             hint="pg-imgembed serve loads the stored model (a replaced model within seconds); a Triton repository "
             "is written by pg-imgembed models export NAME DIR --triton. Vectors are never computed by another model.")
 
-    # what EmbeddingModel and TextModel use of an onnxruntime InferenceSession
+    # what ImageTower and TextModel use of an onnxruntime InferenceSession
 
     def get_inputs(self) -> list[Arg]:
         return self.inputs

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ImageError, ImgEmbedError
 from ..image.model_config import parse_config
-from ..image.tower import EmbeddingModel
+from ..image.tower import ImageTower
 from ..model_stats import Meter, SharedStats
 from ..onnx.file_cache import ModelFileCache, UnsafeDirectory
 from ..onnx.optimized_graphs import GraphPlan, OptimizedGraphs
@@ -42,7 +42,7 @@ class Serving:
         file cache, as on a worker's host). ``warn(message, hint)`` reports an unsafe cache."""
         self.data_directory = data_directory
         self.warn = warn
-        self.cache: SessionCache[EmbeddingModel] = SessionCache()
+        self.cache: SessionCache[ImageTower] = SessionCache()
         self.text_cache: SessionCache[TextModel] = SessionCache()
         self._lock = threading.Lock()  # the worker's threads share one cache
         self._files: dict[str, ModelFileCache] = {}  # cache directory -> its files (verified hashes)
@@ -59,7 +59,7 @@ class Serving:
     # ------------------------------------------------------------ sessions
 
     def model(self, store: ModelStore, stored: StoredModel, settings: Settings, *,
-              threads: int | None = None, provider: str | None = None) -> EmbeddingModel:
+              threads: int | None = None, provider: str | None = None) -> ImageTower:
         """The ready session of a stored model (threads and provider default to the settings')."""
         threads = threads or settings.threads
         provider = provider or settings.execution_provider
@@ -68,13 +68,13 @@ class Serving:
             return self.cache.get(stored.name, key, lambda: self._load(store, stored, settings, threads, provider),
                                   settings.max_cached_models)
 
-    def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> EmbeddingModel:
+    def _load(self, store: ModelStore, stored: StoredModel, settings: Settings, threads: int, provider: str) -> ImageTower:
         config = parse_config(json.loads(stored.config))
         if settings.inference_server:
             remote = RemoteSession(self.client(settings), stored.name, stored.generation, stored.sha256)
-            return EmbeddingModel(None, config, threads=threads, session=remote)
+            return ImageTower(None, config, threads=threads, session=remote)
         return self._from_file_cache(stored.sha256, stored.bytes, lambda: store.onnx_bytes(stored.sha256), settings, provider,
-                                     lambda source, graph: EmbeddingModel(source, config, threads=threads, provider=provider,
+                                     lambda source, graph: ImageTower(source, config, threads=threads, provider=provider,
                                                                           graph=graph))
 
     def text_model(self, store: ModelStore, stored: StoredTextModel, settings: Settings) -> TextModel:

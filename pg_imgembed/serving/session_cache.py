@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
-M = TypeVar("M")  # an EmbeddingModel (image towers) or a TextModel
+M = TypeVar("M")  # an ImageTower (image towers) or a TextModel
 
 
 class ModelKey(NamedTuple):
