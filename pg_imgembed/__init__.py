@@ -14,7 +14,7 @@ Layers, top to bottom; a module imports only from its own layer or the ones belo
 - ``text/``    the text tower;
 - ``image/``   the image tower: decode, preprocessing, pipeline models;
 - ``onnx/``    onnxruntime sessions, external data, model file cache, optimized graphs;
-- the ground floor, imported by all: ``errors``, ``settings``, ``vectors``, ``model_stats``.
+- the ground floor, imported by all: ``errors``, ``settings``, ``vectors``, ``json_checks``, ``model_stats``.
 
 SQL is written only in ``store/``, ``backend/`` and ``client/`` (the client's own connection to
 the database); image, text, onnx, serving and the ground floor never query. ``server.py`` here

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidConfig
+from ..json_checks import check_keys, choice, colour, json_object, nonzero, positive_float, positive_int, triple
 from .templates import CLIP_MEAN, CLIP_STD
 from .transforms import RESAMPLE
 
@@ -111,19 +112,19 @@ def _parse_preprocess(pre: Mapping[str, Any]) -> PreprocessConfig:
         center_crop=_parse_size("preprocess.center_crop", pre["center_crop"]) if pre.get("center_crop") is not None else None,
         crop_rounding=choice("preprocess.crop_rounding", pre.get("crop_rounding", d.crop_rounding), ("floor", "round")),
         rescale=_parse_rescale(pre, d.rescale),
-        mean=_triple("preprocess.mean", pre.get("mean"), float),
-        std=_nonzero("preprocess.std", _triple("preprocess.std", pre.get("std"), float)),
+        mean=triple("preprocess.mean", pre.get("mean"), float),
+        std=nonzero("preprocess.std", triple("preprocess.std", pre.get("std"), float)),
         channel_order=choice("preprocess.channel_order", str(pre.get("channel_order", "RGB")).upper(), ("RGB", "BGR")),
         layout=choice("preprocess.layout", str(pre["layout"]).upper(), ("NCHW", "NHWC")) if pre.get("layout") else None,
         decode=choice("preprocess.decode", pre.get("decode", d.decode), ("exact", "fast")),
-        background=_colour("preprocess.background", pre.get("background")),
+        background=colour("preprocess.background", pre.get("background")),
     )
 
 
 def _parse_rescale(pre: Mapping[str, Any], default: float | None) -> float | None:
     if "rescale" not in pre:
         return default
-    return None if pre["rescale"] is None else _positive_float("preprocess.rescale", pre["rescale"])
+    return None if pre["rescale"] is None else positive_float("preprocess.rescale", pre["rescale"])
 
 
 def _parse_output(out: Mapping[str, Any]) -> OutputConfig:
@@ -219,11 +220,11 @@ def parse_hf_processor(raw: Mapping[str, Any]) -> ModelConfig:
             resample=resample_name,
             center_crop=crop,
             crop_rounding="floor",
-            rescale=_positive_float(f"{kind}.rescale_factor", raw.get("rescale_factor", 1 / 255))
+            rescale=positive_float(f"{kind}.rescale_factor", raw.get("rescale_factor", 1 / 255))
             if raw.get("do_rescale", True) else None,
-            mean=_triple(f"{kind}.image_mean", raw.get("image_mean", defaults["mean"]), float) if do_normalize else None,
-            std=_nonzero(
-                f"{kind}.image_std", _triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float)
+            mean=triple(f"{kind}.image_mean", raw.get("image_mean", defaults["mean"]), float) if do_normalize else None,
+            std=nonzero(
+                f"{kind}.image_std", triple(f"{kind}.image_std", raw.get("image_std", defaults["std"]), float)
             ) if do_normalize else None,
             layout="NCHW",
         ),
@@ -238,78 +239,7 @@ def _convnext_resize(size: Any, crop_pct: Any) -> tuple[Resize, tuple[int, int] 
     edge = positive_int("ConvNextImageProcessor.size.shortest_edge", size["shortest_edge"])
     if edge >= 384:  # ConvNeXt warps large inputs without cropping
         return Resize(height=edge, width=edge), None
-    pct = _positive_float("ConvNextImageProcessor.crop_pct", crop_pct if crop_pct is not None else 224 / 256)
+    pct = positive_float("ConvNextImageProcessor.crop_pct", crop_pct if crop_pct is not None else 224 / 256)
     if pct > 1:
         raise InvalidConfig(f"ConvNextImageProcessor: crop_pct must be in (0, 1], not {crop_pct!r}")
     return Resize(shortest_edge=int(edge / pct)), (edge, edge)
-
-
-# ---------------------------------------------------------------- value checks
-
-
-def check_keys(where: str, raw: Mapping[str, Any], known: set[str], also_accepted: frozenset[str] = frozenset()) -> None:
-    """``also_accepted``: keys expanded before this check (``template``), named in the hint too."""
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InvalidConfig(
-            f"unknown {where} key {unknown[0]!r}",
-            hint=f"Known {where} keys: {', '.join(sorted(known | also_accepted))}.",
-        )
-
-
-def json_object(what: str, value: Any) -> Mapping[str, Any]:
-    # Without this, a list/number here fails with TypeError (or an odd "unknown key") instead.
-    if not isinstance(value, Mapping):
-        raise InvalidConfig(f"{what} must be a JSON object, not {value!r}")
-    return value
-
-
-def choice(what: str, value: Any, allowed: Any) -> str:
-    # isinstance first: an unhashable value (a list) would raise TypeError on ``in`` a dict.
-    if not isinstance(value, str) or value not in allowed:
-        raise InvalidConfig(f"{what} must be one of {', '.join(map(str, allowed))}; got {value!r}")
-    return str(value)
-
-
-def positive_int(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidConfig(f"{what} must be a positive integer, not {value!r}")
-    return value
-
-
-def _positive_float(what: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidConfig(f"{what} must be a positive number, not {value!r}")
-    return float(value)
-
-
-def _triple(what: str, value: Any, kind: type) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value] * 3
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    ):
-        raise InvalidConfig(f"{what} must be a list of 3 numbers (one per channel), not {value!r}")
-    return tuple(kind(v) for v in value)
-
-
-def _colour(what: str, value: Any) -> tuple[int, int, int] | None:
-    # 0-255 integers only: int() would silently truncate 0.5 and PIL would clip 300 to 255.
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value] * 3  # one grey level, as _triple accepts for mean/std
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value
-    ):
-        raise InvalidConfig(f"{what} must be a list of 3 integers 0-255 (R, G, B), not {value!r}")
-    return (value[0], value[1], value[2])
-
-
-def _nonzero(what: str, std: tuple[float, ...] | None) -> tuple[float, ...] | None:
-    # ``what`` names the key as spelt in the config (preprocess.std or <Processor>.image_std).
-    if std is not None and any(v == 0 for v in std):
-        raise InvalidConfig(f"{what} must not contain 0, got {list(std)}")
-    return std

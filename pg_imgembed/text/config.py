@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidConfig
-from ..image.model_config import OutputConfig, check_keys, choice, json_object, positive_int
+from ..image.model_config import OutputConfig
+from ..json_checks import check_keys, choice, json_object, positive_int
 
 # eos: the position of the highest token id in each row (CLIP's <|endoftext|>, as OpenAI's and
 # Hugging Face's CLIP text models pool); cls: the first token; mean: over the attention mask.
