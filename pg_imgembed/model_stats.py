@@ -104,10 +104,3 @@ class SharedStats:
         for sqlstate, count in meter.refused.items():
             self._refused(name, t, p, sqlstate.encode(), count)
 
-
-def report_worker_batch(conn: Any, model: str, meter: Meter) -> None:
-    """A worker's batch, counted under path worker (psycopg ``conn``)."""
-    codes = sorted(meter.refused)
-    conn.execute("SELECT imgembed.report_worker_batch(%s, %s, %s::text[], %s::bigint[], %s, %s, %s, %s, %s, %s, %s, %s)",
-                 (model, meter.images, codes, [meter.refused[c] for c in codes], meter.batches, meter.batched_images,
-                  *meter.times()))
