@@ -43,14 +43,16 @@ def is_private_file(info: os.stat_result) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600
 
 
-def _identity(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+def file_identity(info: os.stat_result) -> list[int]:
+    """What changes when a file is replaced or rewritten: both caches re-verify a file whose
+    identity is not the one they recorded (optimized graphs keep it in their manifests)."""
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
 class ModelFileCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._verified: dict[str, tuple[int, ...]] = {}  # sha256 -> identity of the file checked
+        self._verified: dict[str, list[int]] = {}  # sha256 -> identity of the file checked
 
     def open_directory(self) -> int:
         """An fd of the cache directory, created if missing; UnsafeDirectory if others control it."""
@@ -119,10 +121,10 @@ class ModelFileCache:
             return None
         info = os.fstat(fd)
         good = is_private_file(info) and info.st_size == size
-        if good and self._verified.get(sha256) != _identity(info):
+        if good and self._verified.get(sha256) != file_identity(info):
             good = _sha256_of(fd) == sha256
             if good:
-                self._verified[sha256] = _identity(info)
+                self._verified[sha256] = file_identity(info)
         if not good:
             os.close(fd)
             self._verified.pop(sha256, None)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .file_cache import is_private_file
+from .file_cache import file_identity, is_private_file
 
 # 2: graphs are only made from models checked to be self-contained (0.4.0); older ones are made again.
 FORMAT = 2
@@ -84,10 +84,6 @@ def graph_key(sha256: str, provider: str) -> str:
 
 def entry_name(sha256: str, provider: str) -> str:
     return f"{sha256[:SHA]}.{graph_key(sha256, provider)}.graph"
-
-
-def _identity(info: os.stat_result) -> list[int]:
-    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
 class OptimizedGraphs:
@@ -154,7 +150,7 @@ class OptimizedGraphs:
             good = (info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
                     and manifest.get("format") == FORMAT
                     and "graph.onnx" in manifest["files"] and set(manifest["files"]) <= set(FILES)
-                    and all(recorded == _identity(_own_file_stat(entry_fd, name)) for name, recorded in manifest["files"].items()))
+                    and all(recorded == file_identity(_own_file_stat(entry_fd, name)) for name, recorded in manifest["files"].items()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             good = False
         if not good:
@@ -181,7 +177,7 @@ class OptimizedGraphs:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
                     return False
-                files[name] = _identity(info)
+                files[name] = file_identity(info)
             finally:
                 os.close(fd)
         manifest = json.dumps({"format": FORMAT, "level": LEVEL, "cpu": cpu_features(), "files": files}).encode()
