@@ -102,7 +102,12 @@ class Server:
         return ModelStore(self.db)
 
     def settings(self) -> Settings:
-        settings = read_settings(self.backend.setting)
+        return read_settings(self.backend.setting)
+
+    def decoding_settings(self) -> Settings:
+        """The settings of a call that may decode images: Pillow's decode buffers follow
+        imgembed.decode_buffer_mb first."""
+        settings = self.settings()
         keep_buffers(settings.decode_buffer_mb)
         return settings
 
@@ -110,16 +115,16 @@ class Server:
 
     @sql_function
     def img_embedding(self, image: bytes, model: str | None) -> str:
-        return self.serving.embed_text(self.store, image, model, self.settings())
+        return self.serving.embed_text(self.store, image, model, self.decoding_settings())
 
     @sql_function
     def embed_for_writing(self, image: bytes, model: str) -> str:
         """For the sync trigger: the model is held until commit (see ModelStore.lookup_for_writing)."""
-        return self.serving.embed_text(self.store, image, model, self.settings(), writing=True)
+        return self.serving.embed_text(self.store, image, model, self.decoding_settings(), writing=True)
 
     @sql_function
     def embed_batch(self, model: str | None, images: list[bytes | None]) -> list[str | None]:
-        return self.serving.embed_batch(self.store, model, images, self.settings())
+        return self.serving.embed_batch(self.store, model, images, self.decoding_settings())
 
     @sql_function
     def text_embedding(self, model: str, query: str) -> str:
@@ -149,7 +154,7 @@ class Server:
         why = ("named" if model is not None else "the column's trigger" if trigger is not None
                else "recorded in the column's lineage" if recorded is not None
                else "the default model: the column has no embedding trigger")
-        backfill(self.db, self.serving, self.settings(), table, image_column, vector_column,
+        backfill(self.db, self.serving, self.decoding_settings(), table, image_column, vector_column,
                  model if model is not None else bound, batch_size, on_error, why)
 
     # ------------------------------------------------------------ models
@@ -164,7 +169,7 @@ class Server:
     def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None,
                    grant_public: bool | None) -> list:
         self._require_execute("imgembed.load_model(text,bytea,jsonb,boolean,boolean)")
-        settings = self.settings()
+        settings = self.decoding_settings()
         row = self.store.load(name, onnx, config, replace, settings, grant_public is not False)
         self._prune_model_files(settings)  # a replaced model's file
         return row
@@ -226,7 +231,7 @@ class Server:
         import onnxruntime
         import PIL.Image
 
-        settings = self.settings()
+        settings = self.decoding_settings()
         return json.dumps({
             "pg_imgembed": __version__,
             "runtime_dir": self.runtime_dir,
