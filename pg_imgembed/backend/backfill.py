@@ -23,7 +23,6 @@ import numpy as np
 
 from ..errors import ImageError, InvalidConfig, ModelReplaced
 from ..image.tower import ImageTower
-from ..serving.batch import embed_many
 from ..serving.serving import Serving
 from ..settings import Settings
 from ..store import lineage
@@ -96,8 +95,8 @@ class Run:
         recorded and gets None, otherwise its error ends the run."""
         failures: list[tuple[int, ImageError]] = []
         with self.serving.metered(self.stored.name, "image", "backfill") as meter:
-            vectors = embed_many(self.embedder, [r["image"] for r in rows], self.settings,
-                                 failures if self.on_error == "null" else None, meter=meter)
+            vectors = self.serving.embed_images(self.embedder, [r["image"] for r in rows], self.settings,
+                                                failures if self.on_error == "null" else None, meter=meter)
         for position, exc in failures:
             record_error(self.db, self.table, rows[position]["key"], self.stored.name, exc.sqlstate, exc.message)
         return vectors

@@ -51,7 +51,6 @@ from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, Prov
 from ..image.decode import keep_buffers
 from ..image.tower import ImageTower
 from ..model_stats import Meter
-from ..serving.batch import embed_many
 from ..serving.serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
 from ..store import queue
@@ -247,7 +246,7 @@ class Worker:
         present = sorted(i for i, image in images.items() if image is not None)
         meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
         failures: list[tuple[int, ImageError]] = []
-        vectors = embed_many(model, [images[i] for i in present], settings, failures, self.decode_threads, meter)
+        vectors = self.serving.embed_images(model, [images[i] for i in present], settings, failures, self.decode_threads, meter)
         failed_at = {present[p]: exc for p, exc in failures}
         for i, exc in failed_at.items():
             record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")

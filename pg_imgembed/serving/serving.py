@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ImageError, ImgEmbedError
 from ..image.model_config import parse_config
 from ..image.tower import ImageTower
@@ -231,12 +233,20 @@ class Serving:
         model = self.model(store, stored, settings)
         try:
             with self.metered(stored.name, "image", "function") as meter:
-                vectors = embed_many(model, images, settings, meter=meter)
+                vectors = self.embed_images(model, images, settings, meter=meter)
         except ImageError as exc:
             exc.add_detail(f'model "{stored.name}"')
             raise
-        self.images_embedded += sum(v is not None for v in vectors)
         return [vector_to_text(v) if v is not None else None for v in vectors]
+
+    def embed_images(self, model: ImageTower, images: Sequence[bytes | None], settings: Settings,
+                     failures: list[tuple[int, ImageError]] | None = None, decode_threads: int | None = None,
+                     meter: Meter | None = None) -> list[np.ndarray | None]:
+        """A batch of images (serving.batch.embed_many: None for None, ``failures`` as there),
+        counted in images_embedded whichever path asked: function, backfill or worker."""
+        vectors = embed_many(model, images, settings, failures, decode_threads, meter)
+        self.images_embedded += sum(v is not None for v in vectors)
+        return vectors
 
 
 def text_key(stored: StoredTextModel, settings: Settings) -> ModelKey:
