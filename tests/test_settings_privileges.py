@@ -143,6 +143,9 @@ def test_every_limit_has_a_hard_range(conn):
 def test_the_c_module_defines_the_python_settings(conn):
     """src/pg_imgembed.c and settings.py hold the same names, types, defaults, ranges and units."""
     conn.execute("SELECT imgembed.load_settings()")
+    # A parallel worker's pg_settings lacks what the leader defined on first use (set_config is
+    # parallel unsafe, so this query runs in the leader).
+    conn.execute("SELECT set_config(name, 'off', false) FROM pg_settings WHERE name IN ('debug_parallel_query', 'force_parallel_mode')")
     rows = {r[0]: r[1:] for r in conn.execute(
         "SELECT name, vartype, boot_val, min_val, max_val, unit, enumvals FROM pg_settings WHERE name LIKE 'imgembed.%'")}
     assert set(rows) == set(SETTING_NAMES) | set(C_ONLY)
