@@ -28,7 +28,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pg_imgembed.client.catalog import CATALOG
+from pg_imgembed.catalog import CATALOG
 from pg_imgembed.image.templates import TEMPLATES
 
 SQL = ROOT / "sql"

@@ -29,11 +29,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from .. import __version__
+from .. import __version__, catalog
 from ..errors import ImgEmbedError
 from ..image.templates import TEMPLATES
 from ..settings import EXECUTION_PROVIDERS
-from . import catalog
 from .model_dir import TextTower
 
 # Server hints name SQL arguments; here they are options.

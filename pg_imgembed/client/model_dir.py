@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import catalog
 from ..errors import ImgEmbedError, InvalidConfig
-from . import catalog
 
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx", "vision_model.onnx", "onnx/vision_model.onnx")
 TEXT_ONNX_CANDIDATES = ("text_model.onnx", "onnx/text_model.onnx", "model.onnx", "onnx/model.onnx")
