@@ -27,7 +27,7 @@ $(addprefix build/,$(SQL_SCRIPTS)) &: FORCE
 SITE_PACKAGES = $(RUNTIME_DIR)/venv/lib/python$(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 
 install: install-python
-# The package without client/ (the CLI, the worker: client side).
+# The package and its layers, without client/ (the CLI and the worker run outside the server).
 install-python:
 	/usr/bin/install -d -m 755 $(SITE_PACKAGES)/pg_imgembed
 	cd pg_imgembed && find . -path ./client -prune -o -name '*.py' -print | while read -r f; do /usr/bin/install -D -C -m 644 "$$f" "$(SITE_PACKAGES)/pg_imgembed/$$f"; done

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from architectures import vit_b16
 from resnet50 import build as resnet50
 
-from pg_imgembed.client.devcluster import LocalCluster
 from tests import images, onnx_models
+from tests.devcluster import LocalCluster
 
 RUNS = 5
 THREADS = 2

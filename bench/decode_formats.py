@@ -31,8 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import resnet50
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
-from pg_imgembed.decode import decode_image, heif_decoder
+from pg_imgembed.image.decode import decode_image, heif_decoder
+from tests.devcluster import LocalCluster, fresh_database
 
 SIZE = (4032, 3024)  # an iPhone's 12 MP
 FORMATS = ("JPEG", "HEIC", "AVIF")

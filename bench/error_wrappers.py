@@ -17,8 +17,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import resnet50
-from pg_imgembed.client.devcluster import LocalCluster
 from tests import images
+from tests.devcluster import LocalCluster
 
 CALLS = 2000
 REPEATS = 5

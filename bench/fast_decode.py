@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import ImageTower
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"0.3MP": 640 * 480, "2MP": 1920 * 1080, "12MP": 4000 * 3000}  # target pixel counts
@@ -111,7 +111,7 @@ class Result:
     decoded: list[tuple[int, int]]  # size of the decoded image
 
 
-def embed_all(model: EmbeddingModel, photos: list[Photo], exact: bool, repeat: int) -> Result:
+def embed_all(model: ImageTower, photos: list[Photo], exact: bool, repeat: int) -> Result:
     vectors, prep_ms, total_ms, decoded = [], [], [], []
     for photo in photos:
         best_prep = best_total = float("inf")
@@ -165,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = parse_config(json.loads(args.config.read_text())).with_preprocess(decode="fast")
-    model = EmbeddingModel(args.model.read_bytes(), config, threads=args.threads)
+    model = ImageTower(args.model.read_bytes(), config, threads=args.threads)
     sources = sorted(args.photos.glob("*.jpg"))
     with tempfile.TemporaryDirectory(prefix="fast_decode_") as tmp:
         start = time.perf_counter()

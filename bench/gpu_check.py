@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.batch import embed_many
-from pg_imgembed.embedding_model import EmbeddingModel
 from pg_imgembed.errors import ImgEmbedError
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import ImageTower
+from pg_imgembed.serving.batch import embed_many
 from pg_imgembed.settings import Settings
 from tests import images, onnx_models
 from tests.helpers import vector
@@ -77,7 +77,7 @@ def main() -> int:
     config = parse_config(raw_config)
     before = gpu_memory_mib()
     try:
-        model = EmbeddingModel(onnx, config, threads=1, provider=args.provider)
+        model = ImageTower(onnx, config, threads=1, provider=args.provider)
     except ImgEmbedError as exc:
         print(f"FAIL: {exc.message} ({exc.hint})")
         return 2
@@ -85,7 +85,7 @@ def main() -> int:
     if model.provider != args.provider:
         print(f"FAIL: {args.provider} was asked for, the session runs on {model.provider}")
         return 2
-    reference = EmbeddingModel(onnx, config, threads=1, provider="cpu")
+    reference = ImageTower(onnx, config, threads=1, provider="cpu")
     memory = f"{after - before} MiB" if before is not None and after is not None else "n/a (no nvidia-smi)"
     print(f"model {args.model}, session on {model.provider}, GPU memory for the session: {memory}")
 
@@ -113,7 +113,7 @@ def check_serve(args: argparse.Namespace, onnx: bytes, raw_config: dict) -> int:
     import psycopg
 
     from bench.serving import Serve, row_by_row, worker_rate
-    from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+    from tests.devcluster import LocalCluster, fresh_database
 
     photos = [images.jpeg(images.photo_like(640, 480, seed=i)) for i in range(args.photos)]
     with ExitStack() as stack:

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from pg_imgembed.client.devcluster import LocalCluster
 from tests import images, onnx_models
+from tests.devcluster import LocalCluster
 
 ROWS = 200
 REPEATS = 5

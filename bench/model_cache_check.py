@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pg_imgembed.model_file_cache import ModelFileCache
+from pg_imgembed.onnx.file_cache import ModelFileCache
 
 SIZE = 100 * 2**20
 RUNS = 7

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
-from pg_imgembed.vector_text import vector_to_text
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import ImageTower
+from pg_imgembed.vectors import vector_to_text
+from tests.devcluster import LocalCluster, fresh_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
 from tests import images, onnx_models
@@ -70,7 +70,7 @@ def run(dsn: str, calls: int) -> None:
             CREATE FUNCTION pg_temp.ret_hex(i int) RETURNS vector LANGUAGE plpython3u AS $$
             if "v" not in SD:
                 import numpy as np
-                from pg_imgembed.vector_text import vector_to_text
+                from pg_imgembed.vectors import vector_to_text
                 SD["v"] = np.array({json.dumps(vec.tolist())}, dtype=np.float32); SD["f"] = vector_to_text
             return SD["f"](SD["v"]) $$;
             CREATE FUNCTION pg_temp.ret_dec(i int) RETURNS vector LANGUAGE plpython3u AS $$
@@ -92,7 +92,7 @@ def run(dsn: str, calls: int) -> None:
         n = calls // 4
         conn.execute("CREATE TEMP TABLE p AS SELECT %s::bytea AS photo FROM generate_series(1, %s)", (photo, n))
         sql_ms = per_call_ms(conn, "SELECT sum(vector_dims(img_embedding(photo, 'tiny2048'))) FROM p", n)
-        model = EmbeddingModel(onnx, parse_config(CONFIG), threads=1)
+        model = ImageTower(onnx, parse_config(CONFIG), threads=1)
         start = time.perf_counter()
         for _ in range(n):
             model.embed(photo, max_pixels=10**8)

@@ -23,9 +23,9 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pg_imgembed.model_config import parse_config
-from pg_imgembed.pipeline import build_pipeline
-from pg_imgembed.templates import TEMPLATES, expand_template
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.pipeline import build_pipeline
+from pg_imgembed.image.templates import TEMPLATES, expand_template
 from tests import clip_models, onnx_models
 from tests.released import PIPELINE_0_4_0, pipeline_builder
 

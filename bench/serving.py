@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import resnet50
 from bench.throughput import photo
-from pg_imgembed.client.devcluster import LocalCluster, free_port, fresh_database
 from pg_imgembed.client.worker import Options, Worker
+from tests.devcluster import LocalCluster, free_port, fresh_database
 
 MODEL = "resnet50"
 CONNECTIONS = 8

@@ -36,9 +36,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import architectures, resnet50
 from bench.throughput import client_tensor, per_image_ms, photo
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import quantize_model
 from pg_imgembed.client.worker import Options, Worker
+from tests.devcluster import LocalCluster, fresh_database
 from tests.released import PIPELINE_0_4_0, pipeline_builder
 
 CONFIG = {"template": "torchvision-resnet"}  # resize 256, crop 224, ImageNet mean/std: client_tensor's work

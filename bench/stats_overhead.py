@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+from tests.devcluster import LocalCluster, fresh_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' and bench's model builders
 from bench import resnet50

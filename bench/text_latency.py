@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from architectures import clip_text_b32
 
-from pg_imgembed.client.devcluster import LocalCluster
 from tests import clip_models
+from tests.devcluster import LocalCluster
 
 QUERIES = [f"a photo of {what} {where}" for what in ("a dog", "a red bicycle", "two cats", "a receipt", "a mountain lake",
                                                       "a city street", "a birthday cake", "an old car")
@@ -68,8 +68,8 @@ def main() -> None:
                 conn.execute("SELECT text_embedding('clip', %s)", (query,))
                 warm.append(time.perf_counter() - start)
 
-    from pg_imgembed.text_config import parse_text_config
-    from pg_imgembed.text_model import TextModel
+    from pg_imgembed.text.config import parse_text_config
+    from pg_imgembed.text.tower import TextModel
 
     model = TextModel(text_onnx, tokenizer_json, parse_text_config({"tokenizer": {"max_length": 77}}), threads=THREADS)
     feeds = [model.ids([q]) for q in QUERIES]

@@ -60,14 +60,14 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import decode_formats, resnet50
-from pg_imgembed.batch import embed_many
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
 from pg_imgembed.client.quantize import QuantizationReport, quantize_model
 from pg_imgembed.client.worker import Options, Worker
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import ModelConfig, parse_config
-from pg_imgembed.onnx_session import make_session
+from pg_imgembed.image.model_config import ModelConfig, parse_config
+from pg_imgembed.image.tower import ImageTower
+from pg_imgembed.onnx.session import make_session
+from pg_imgembed.serving.batch import embed_many
 from pg_imgembed.settings import Settings
+from tests.devcluster import LocalCluster, fresh_database
 
 if TYPE_CHECKING:
     from fastembed import ImageEmbedding
@@ -251,12 +251,12 @@ class Bench:
         self.runtime = json.loads(self.db.execute("SELECT imgembed.runtime()::text").fetchone()[0])
         onnx, config = self.db.execute("SELECT onnx, config::text FROM imgembed.model_store WHERE name = %s",
                                        (MODEL,)).fetchone()
-        self.pipeline = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=1)
-        self.engine = EmbeddingModel(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
+        self.pipeline = ImageTower(bytes(onnx), parse_config(json.loads(config)), threads=1)
+        self.engine = ImageTower(bytes(onnx), parse_config(json.loads(config)), threads=THREADS)
         self.session = make_session(self.onnx_path, THREADS)
         self.quantized = self._quantize()
         (int8,) = self.db.execute("SELECT onnx FROM imgembed.model_store WHERE name = %s", (INT8_MODEL,)).fetchone()
-        self.int8 = EmbeddingModel(bytes(int8), ModelConfig(), threads=THREADS)
+        self.int8 = ImageTower(bytes(int8), ModelConfig(), threads=THREADS)
         self.spinning_ms = 0.0
         self.fastembed = self._fastembed()
         self.worker = Worker(dsn, WORKER, name="bench")

@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from pg_imgembed.client.devcluster import LocalCluster
 from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
+from tests.devcluster import LocalCluster
 
 ROWS = 200
 REPEATS = 5

@@ -1,7 +1,25 @@
 """pg_imgembed: image embeddings computed inside PostgreSQL with ONNX models stored in a table.
 
 The package is what the extension's PL/Python functions call; it never imports ``plpy`` at module
-level, so everything except the thin server boundary (``server.py``) runs in a plain process too.
+level, so everything except the thin server boundary (``backend/``) runs in a plain process too.
+
+Layers, top to bottom; a module imports only from its own layer or the ones below it
+(tests/test_layers.py checks both rules):
+
+- ``client/``  outside PostgreSQL: the Python API, the CLI, the worker, ``serve``;
+- ``backend/`` inside PostgreSQL only, the one layer that sees ``plpy``: the SQL functions' entry
+  points (``backend.server``), triggers and backfill;
+- ``serving/`` model name -> session -> vectors; the one caller of batches;
+- ``store/``   every query on the extension's tables, over the ``Database`` protocol;
+- ``text/``    the text tower;
+- ``image/``   the image tower: decode, preprocessing, pipeline models;
+- ``onnx/``    onnxruntime sessions, external data, model file cache, optimized graphs;
+- the ground floor, imported by all: ``errors``, ``settings``, ``vectors``, ``json_checks``, ``model_stats``,
+  ``catalog`` (data only: scripts/build_sql.py reads it without the client's dependencies).
+
+SQL is written only in ``store/``, ``backend/`` and ``client/`` (the client's own connection to
+the database); image, text, onnx, serving and the ground floor never query. ``server.py`` here
+is only the entry point of the released, frozen install scripts (see its docstring).
 """
 
 import os as _os

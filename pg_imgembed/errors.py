@@ -32,8 +32,18 @@ class UndecodableImage(ImageError):
     sqlstate = "22P03"  # invalid_binary_representation
 
 
-class ImageTooLarge(ImageError):
+class InputTooLarge(ImgEmbedError):
+    """An input over one of its limits: an image's pixels, a text query's bytes."""
+
     sqlstate = "54000"  # program_limit_exceeded
+
+
+class ImageTooLarge(ImageError, InputTooLarge):
+    """An unusable image (on_error => 'null' absorbs it) as well as an input over its limit."""
+
+
+class TextTooLong(InputTooLarge):
+    """A text query longer than a text tower takes (text/tower.py: MAX_TEXT_BYTES)."""
 
 
 class UnknownModel(ImgEmbedError):

@@ -2,7 +2,7 @@
 
 A ``Meter`` collects one call's numbers while it runs (images embedded, images refused by
 SQLSTATE, time in decode, preprocessing and inference, onnxruntime batches); the model's steps
-time themselves into it (``EmbeddingModel.decode/preprocess/run``). When the call ends its path
+time themselves into it (``ImageTower.decode/preprocess/run``). When the call ends its path
 hands the meter over once: in a backend to ``SharedStats`` (shared memory, through the C module:
 no SPI and no table, so a read-only session and a hot standby count too), in a worker with its
 batch to ``imgembed.report_worker_batch()``.
@@ -104,10 +104,3 @@ class SharedStats:
         for sqlstate, count in meter.refused.items():
             self._refused(name, t, p, sqlstate.encode(), count)
 
-
-def report_worker_batch(conn: Any, model: str, meter: Meter) -> None:
-    """A worker's batch, counted under path worker (psycopg ``conn``)."""
-    codes = sorted(meter.refused)
-    conn.execute("SELECT imgembed.report_worker_batch(%s, %s, %s::text[], %s::bigint[], %s, %s, %s, %s, %s, %s, %s, %s)",
-                 (model, meter.images, codes, [meter.refused[c] for c in codes], meter.batches, meter.batched_images,
-                  *meter.times()))

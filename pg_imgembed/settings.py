@@ -2,8 +2,9 @@
 
 Values arrive as the raw strings PostgreSQL holds (``SET imgembed.max_image_pixels = ...``, or
 ``ALTER DATABASE/ROLE ... SET``); an unset setting takes the default documented here. Inside the
-server the settings module (src/pg_imgembed.c) defines them with the same defaults and ranges and
-enforces who may set them: paths are a superuser's, limits can only be lowered by other roles.
+server the settings module (src/pg_imgembed.c) defines them with the same defaults and ranges
+(tests/test_settings_privileges.py compares them with ``pg_settings``) and enforces who may
+set them: paths are a superuser's, limits can only be lowered by other roles.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class Settings:
 
 
 EXECUTION_PROVIDERS = ("auto", "cpu", "cuda")
+# The integer settings' ranges; units are in the names (_mb, _ms), PostgreSQL has none for them.
+RANGES = {"max_image_pixels": (1, 1_000_000_000), "intra_op_threads": (0, 64), "max_cached_models": (1, 100),
+          "decode_buffer_mb": (0, 4096), "inference_timeout_ms": (1, 3_600_000)}
+# Defined by the C module only: the bootstrap reads it before the package is importable.
+C_ONLY = ("imgembed.runtime_dir",)
 SETTING_NAMES = {f"imgembed.{name}": name for name in Settings.__dataclass_fields__}
 
 
@@ -52,11 +58,8 @@ def read_settings(get: Callable[[str], str | None]) -> Settings:
             continue
         values[field] = _parse(guc, raw.strip(), type(getattr(Settings, field)))
     settings = Settings(**values)  # type: ignore[arg-type]
-    _check_range("imgembed.max_image_pixels", settings.max_image_pixels, 1, 1_000_000_000)
-    _check_range("imgembed.intra_op_threads", settings.intra_op_threads, 0, 64)
-    _check_range("imgembed.max_cached_models", settings.max_cached_models, 1, 100)
-    _check_range("imgembed.decode_buffer_mb", settings.decode_buffer_mb, 0, 4096)
-    _check_range("imgembed.inference_timeout_ms", settings.inference_timeout_ms, 1, 3_600_000)
+    for field, (low, high) in RANGES.items():
+        _check_range(f"imgembed.{field}", getattr(settings, field), low, high)
     settings = replace(settings, execution_provider=settings.execution_provider.lower())
     if settings.execution_provider not in EXECUTION_PROVIDERS:
         raise InvalidSetting(

@@ -34,8 +34,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pg_imgembed.known_models import CATALOG
-from pg_imgembed.templates import TEMPLATES
+from pg_imgembed.catalog import CATALOG
+from pg_imgembed.image.templates import TEMPLATES
 
 SQL = ROOT / "sql"
 FROZEN = SQL / "frozen.txt"
@@ -67,7 +67,7 @@ if "imgembed" not in GD:
     # First on sys.path, so the runtime's pinned packages win over the system's dist-packages.
     sys.path.insert(0, "%s/venv/lib/python%d.%d/site-packages" % ((_root,) + sys.version_info[:2]))
     try:
-        from pg_imgembed import server
+        from pg_imgembed.backend import server
     except ImportError as e:
         raise type("pg_imgembed", (plpy.Error,), {"__module__": "builtins", "sqlstate": "58P01",
                    "hint": "Run make install, or have a superuser set imgembed.runtime_dir to where it installed the runtime."})(

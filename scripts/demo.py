@@ -31,7 +31,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the package from this checkout (make demo's venv: psycopg, pgvector, the runtime)
-from pg_imgembed.client.devcluster import LocalCluster
+from tests.devcluster import LocalCluster
 
 DEMO_DIR = ROOT / ".demo"
 EXPORT_VENV = DEMO_DIR / "export-venv"

@@ -139,9 +139,9 @@ def check_classes(onnx_path: Path, state: Mapping[str, np.ndarray]) -> dict[str,
     from skimage import data
 
     # pg_imgembed (on sys.path from ROOT) needs only numpy and Pillow for this
-    from pg_imgembed.decode import decode_image
-    from pg_imgembed.model_config import parse_config
-    from pg_imgembed.preprocessing import build_transforms
+    from pg_imgembed.image.decode import decode_image
+    from pg_imgembed.image.model_config import parse_config
+    from pg_imgembed.image.preprocessing import build_transforms
 
     preprocess = build_transforms(parse_config(CONFIG).with_preprocess(layout="NCHW"))
     photos = {name: getattr(data, name)() for name in EXPECTED_CLASSES}

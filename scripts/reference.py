@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     sys.path.insert(0, str(ROOT))
-    from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+    from tests.devcluster import LocalCluster, fresh_database
 
     def write(dsn: str) -> None:
         database = fresh_database(dsn, "imgembed_reference")

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.client.devcluster import LocalCluster, fresh_database
+from tests.devcluster import LocalCluster, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "imgembed_test_template"

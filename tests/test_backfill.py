@@ -106,3 +106,10 @@ def test_backfill_checks_like_triggers(table):
     assert err.sqlstate == "42804"
     err = sql_error(table, "CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 0)")
     assert err.diag.message_primary == "pg_imgembed: batch_size must be a positive integer, not 0"
+
+
+def test_backfill_counts_its_images_in_images_embedded(table):
+    counted = "SELECT (imgembed.runtime()->>'images_embedded')::int"
+    (before,) = table.execute(counted).fetchone()
+    table.execute("CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 8)")
+    assert table.execute(counted).fetchone()[0] == before + 60

@@ -14,8 +14,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from pg_imgembed.client.devcluster import free_port
 from tests import images
+from tests.devcluster import free_port
 from tests.helpers import embed, load_tiny, vector
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pg_imgembed.decode import decode_image, keep_buffers, sniff_format, to_rgb
 from pg_imgembed.errors import ImageError, ImageTooLarge, UndecodableImage
+from pg_imgembed.image.decode import decode_image, keep_buffers, sniff_format, to_rgb
 from tests.images import encode, jpeg, photo_like, png
 
 LIMIT = 50_000_000
@@ -476,14 +476,14 @@ def test_keep_buffers_reuses_the_memory_of_the_last_image_and_gives_it_back_when
 
 
 def test_fast_mode_decodes_a_jpeg_at_twice_the_resize_and_resamples_only_the_crop():
-    from pg_imgembed.embedding_model import EmbeddingModel
-    from pg_imgembed.model_config import parse_config
+    from pg_imgembed.image.model_config import parse_config
+    from pg_imgembed.image.tower import ImageTower
     from tests import onnx_models
 
     config = {"preprocess": {"resize": {"shortest_edge": 64}, "center_crop": {"height": 56, "width": 56},
                              "resample": "bilinear"}}
-    exact = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(config))
-    fast = EmbeddingModel(onnx_models.conv_net(56, 56), parse_config(
+    exact = ImageTower(onnx_models.conv_net(56, 56), parse_config(config))
+    fast = ImageTower(onnx_models.conv_net(56, 56), parse_config(
         {"preprocess": {**config["preprocess"], "decode": "fast"}}))
     data = jpeg(photo_like(1024, 768), quality=90)
     # 1/4 scale (256x192) is the smallest at least 128 (2 x 64) on both sides; 1/8 would be 96 tall.
@@ -537,7 +537,7 @@ def test_corrupt_tiffs_write_nothing_to_stderr(tmp_path):
         path = tmp_path / f"{compression}.tiff"
         path.write_bytes(corrupt(encode(img, "TIFF", compression=compression)))
         files.append(str(path))
-    script = ("import sys\nfrom pg_imgembed.decode import decode_image\nfrom pg_imgembed.errors import ImageError\n"
+    script = ("import sys\nfrom pg_imgembed.image.decode import decode_image\nfrom pg_imgembed.errors import ImageError\n"
               "for f in sys.argv[1:]:\n    try:\n        decode_image(open(f, 'rb').read(), max_pixels=10**8)\n"
               "    except ImageError:\n        pass\n")
     done = subprocess.run([sys.executable, "-c", script, *files], capture_output=True, text=True, timeout=60)

@@ -19,9 +19,9 @@ import onnxruntime as ort
 import pytest
 import skimage.data
 
-from pg_imgembed.decode import decode_image
-from pg_imgembed.model_config import parse_config
-from pg_imgembed.preprocessing import build_transforms
+from pg_imgembed.image.decode import decode_image
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.preprocessing import build_transforms
 from scripts import export_efficientnet_lite0 as export
 from scripts.efficientnet_lite0 import FEATURES
 from scripts.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, CheckpointError, load_state_dict

@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.client.devcluster import pg_bindir
 from tests import images
+from tests.devcluster import pg_bindir
 from tests.helpers import embed, load_tiny
 
 PHOTO = images.png(images.photo_like(40, 30, seed=1))

@@ -218,3 +218,11 @@ def test_admin_bodies_refuse_roles_that_may_not_execute_the_admin_functions(conn
             assert sql_error(app, "SELECT imgembed._set_default_model('tiny')").sqlstate == "42501"
     finally:
         conn.execute("DROP OWNED BY app; DROP ROLE app")
+
+
+def test_an_oversized_image_and_a_too_long_text_share_a_limit_not_a_kind():
+    from pg_imgembed.errors import ImageError, ImageTooLarge, InputTooLarge, TextTooLong
+
+    assert issubclass(ImageTooLarge, ImageError) and issubclass(ImageTooLarge, InputTooLarge)
+    assert not issubclass(TextTooLong, ImageError)  # on_error => 'null' absorbs unusable images, not texts
+    assert ImageTooLarge.sqlstate == TextTooLong.sqlstate == "54000"

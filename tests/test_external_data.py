@@ -7,8 +7,8 @@ import onnx
 import pytest
 
 from pg_imgembed.errors import InvalidModel
-from pg_imgembed.external_data import Malformed, external_tensors
-from pg_imgembed.onnx_session import check_self_contained
+from pg_imgembed.onnx.external_data import Malformed, external_tensors
+from pg_imgembed.onnx.session import check_self_contained
 from tests import onnx_models
 from tests.test_trust import reading_model
 

@@ -7,7 +7,7 @@ EXIF Orientation 6). Every photo goes in as encoded bytes, as it would sit in a 
 
 1. Hugging Face image processors (transformers' PIL backend, ``*ImageProcessorPil``: the slow,
    torch-free ones) built with ``from_dict`` from ``preprocessor_config.json`` contents, against
-   ``EmbeddingModel.preprocess`` after our own decode. Fair comparison: each side loads the bytes its
+   ``ImageTower.preprocess`` after our own decode. Fair comparison: each side loads the bytes its
    own way. HF gets ``transformers.image_utils.load_image(Image.open(bytes))``, which is what its
    pipelines do (EXIF orientation applied, then ``convert("RGB")``, which drops alpha); we get
    ``decode_image``. So decoding, mode conversion, resize, crop, rescale and normalise are all
@@ -48,8 +48,8 @@ from PIL import Image, ImageOps
 from transformers import BitImageProcessorPil, CLIPImageProcessorPil, ConvNextImageProcessorPil, ViTImageProcessorPil
 from transformers.image_utils import load_image
 
-from pg_imgembed.embedding_model import EmbeddingModel
-from pg_imgembed.model_config import parse_config
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.tower import ImageTower
 from tests import onnx_models
 from tests.fidelity_models import patch_net
 from tests.helpers import embed, load_model
@@ -197,7 +197,7 @@ def ours(config: dict[str, Any], size: int, data: bytes, **changes: Any) -> np.n
     cfg = parse_config(config)
     if changes:
         cfg = cfg.with_preprocess(**changes)
-    model = EmbeddingModel(square_model(size), cfg)
+    model = ImageTower(square_model(size), cfg)
     return model.preprocess(model.decode(data, max_pixels=MAX_PIXELS))
 
 
@@ -322,7 +322,7 @@ def test_img_embedding_in_the_database_equals_fastembed(conn, model_name, fastem
 def test_cosine_target_catches_a_near_miss(model_name, fastembed_vectors):
     """Control: the stand-in models and the threshold tell bilinear from bicubic on every photo."""
     config, _, onnx_bytes = FASTEMBED_MODELS[model_name]
-    near_miss = EmbeddingModel(onnx_bytes, parse_config({**config, "resample": 2}))
+    near_miss = ImageTower(onnx_bytes, parse_config({**config, "resample": 2}))
     for name in PHOTOS:
         got = near_miss.embed(photo(name), max_pixels=MAX_PIXELS)
         assert cosine(got, fastembed_vectors[model_name][name]) < COSINE_TARGET, name
@@ -359,7 +359,7 @@ def keras_caffe_reference(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("photo_name", PHOTOS)
 def test_keras_caffe_preprocessing_equals_ours(photo_name):
-    model = EmbeddingModel(onnx_models.conv_net(224, 224, layout="NHWC"), parse_config(KERAS_CAFFE))
+    model = ImageTower(onnx_models.conv_net(224, 224, layout="NHWC"), parse_config(KERAS_CAFFE))
     data = photo(photo_name)
     got = model.preprocess(model.decode(data, max_pixels=MAX_PIXELS))
     assert got.shape == (224, 224, 3)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pg_imgembed.decode import decode_image, decoders, image_container, sniff_format
 from pg_imgembed.errors import ImageTooLarge, UndecodableImage
+from pg_imgembed.image.decode import decode_image, decoders, image_container, sniff_format
 from tests import heif_images as hi
 from tests.images import encode, photo_like, png
 
@@ -113,11 +113,11 @@ def test_heic_and_avif_alpha_is_dropped_or_composited_like_png():
 
 
 def test_lossless_heic_gives_the_vector_of_the_same_pixels_as_png():
-    from pg_imgembed.embedding_model import EmbeddingModel
-    from pg_imgembed.model_config import parse_config
+    from pg_imgembed.image.model_config import parse_config
+    from pg_imgembed.image.tower import ImageTower
     from tests import onnx_models
 
-    model = EmbeddingModel(onnx_models.conv_net(), parse_config({"preprocess": {"resample": "bilinear"}}))
+    model = ImageTower(onnx_models.conv_net(), parse_config({"preprocess": {"resample": "bilinear"}}))
     img = photo_like(80, 60, seed=8)
     for data in (hi.heic(img, lossless=True), hi.heic(img, lossless=True, tile_size=64)):
         np.testing.assert_array_equal(model.embed(data, max_pixels=LIMIT), model.embed(png(img), max_pixels=LIMIT))
@@ -152,7 +152,7 @@ def test_generic_image_files_of_unknown_codec_are_refused_as_not_an_image_format
 
 
 def test_pi_heif_is_imported_only_when_a_heif_image_arrives():
-    script = ("import sys\nfrom pg_imgembed.decode import decode_image\nfrom tests.images import jpeg, photo_like\n"
+    script = ("import sys\nfrom pg_imgembed.image.decode import decode_image\nfrom tests.images import jpeg, photo_like\n"
               "decode_image(jpeg(photo_like()), max_pixels=10**6)\nfrom tests.images import encode\n"
               "decode_image(encode(photo_like(), 'AVIF'), max_pixels=10**6)\n"
               "print(sorted(m for m in sys.modules if 'heif' in m and not m.startswith('tests')))")

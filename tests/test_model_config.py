@@ -7,14 +7,14 @@ import json
 import pytest
 
 from pg_imgembed.errors import InvalidConfig
-from pg_imgembed.model_config import (
+from pg_imgembed.image.model_config import (
     ModelConfig,
     OutputConfig,
     PreprocessConfig,
     Resize,
     parse_config,
 )
-from pg_imgembed.templates import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from pg_imgembed.image.templates import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 RESCALE = 0.00392156862745098  # as HF configs write 1/255
 

@@ -9,10 +9,10 @@ import uuid
 import psycopg
 import pytest
 
-from pg_imgembed.client.devcluster import LocalCluster
 from pg_imgembed.client.worker import Options, Worker
 from tests import images
 from tests.conftest import PRELOAD
+from tests.devcluster import LocalCluster
 from tests.helpers import load_tiny, sql_error
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(6)]

@@ -13,8 +13,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from pg_imgembed import optimized_graphs
-from pg_imgembed.optimized_graphs import graph_key
+from pg_imgembed.onnx import optimized_graphs
+from pg_imgembed.onnx.optimized_graphs import graph_key
 from tests import images
 from tests.helpers import embed, load_tiny, sql_error
 

@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 from PIL import Image
 
-from pg_imgembed.model_config import parse_config
-from pg_imgembed.pipeline import build_pipeline
-from pg_imgembed.pipeline_spec import METADATA_KEY
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.pipeline import build_pipeline
+from pg_imgembed.image.pipeline_spec import METADATA_KEY
 from tests import images, onnx_models
 from tests.helpers import TINY_CONFIG, embed, load_model, sql_error
 

@@ -19,10 +19,10 @@ import onnxruntime as ort
 import psycopg
 import pytest
 
-from pg_imgembed.model_config import parse_config
-from pg_imgembed.model_store import SAME_VECTORS_TOLERANCE
-from pg_imgembed.pipeline import build_pipeline, compare_pipelines, rebuild_prefix
-from pg_imgembed.pipeline_spec import FORMAT, METADATA_KEY
+from pg_imgembed.image.model_config import parse_config
+from pg_imgembed.image.pipeline import build_pipeline, compare_pipelines, rebuild_prefix
+from pg_imgembed.image.pipeline_spec import FORMAT, METADATA_KEY
+from pg_imgembed.store.model_store import SAME_VECTORS_TOLERANCE
 from tests import clip_models, images, onnx_models
 from tests.fidelity_models import patch_net
 from tests.helpers import TINY_CONFIG, embed, load_model, sql_error
@@ -56,7 +56,7 @@ def released(builder, case: str) -> bytes:
 
 
 def _config(config: dict):
-    from pg_imgembed.templates import expand_template
+    from pg_imgembed.image.templates import expand_template
 
     return parse_config(expand_template(config))
 
@@ -181,12 +181,12 @@ def test_an_int8_copy_of_a_released_pipeline_rebuilds(released_builder, tmp_path
     """The quantizer left the prefix in float (it excludes pg_imgembed's own nodes); a rebuild
     replaces it and keeps every quantized node."""
     from pg_imgembed.client.quantize import quantize_pipeline
-    from pg_imgembed.embedding_model import EmbeddingModel
-    from pg_imgembed.model_config import ModelConfig
+    from pg_imgembed.image.model_config import ModelConfig
+    from pg_imgembed.image.tower import ImageTower
 
     old = released_builder(patch_net(224, 32, seed=3), CASES["vit-224"][1])
     (tmp_path / "fp32.onnx").write_bytes(old)
-    fp32 = EmbeddingModel(old, ModelConfig(), threads=1)
+    fp32 = ImageTower(old, ModelConfig(), threads=1)
     calibration = [fp32.preprocess(fp32.decode(images.jpeg(images.photo_like(320, 240, seed=i)), max_pixels=10**8)) for i in range(8)]
     int8 = quantize_pipeline(tmp_path, fp32, calibration, reduce_range=False, derived={"model": "x"})
     rebuilt = rebuild_prefix(int8)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pg_imgembed.client.devcluster import pg_bindir
+from tests.devcluster import pg_bindir
 
 TEST = Path(__file__).resolve().parent.parent / "test"
 DATABASE = "imgembed_regress"

@@ -27,10 +27,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pg_imgembed.client.devcluster import free_port
 from pg_imgembed.client.worker import Options, Worker
 from tests import clip_models, images, onnx_models
 from tests.conftest import ROOT, TEMPLATE
+from tests.devcluster import free_port
 from tests.helpers import TINY_CONFIG, load_model, load_tiny, sql_error
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(8)]
@@ -176,7 +176,7 @@ def test_triggers_backfill_and_the_worker_write_the_in_process_vectors(conn, ser
 def test_the_worker_speaks_grpc_with_the_same_vectors_and_the_same_checks(conn, served):
     from pg_imgembed.client.inference_grpc import GrpcV2Client
     from pg_imgembed.errors import InferenceServerUnavailable, ServedModelMismatch
-    from pg_imgembed.inference_server import RemoteSession
+    from pg_imgembed.serving.inference_server import RemoteSession
 
     url = f"grpc://127.0.0.1:{served.ports[1]}"
     queued = table(conn, "async")

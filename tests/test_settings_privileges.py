@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pg_imgembed.settings import C_ONLY, EXECUTION_PROVIDERS, RANGES, SETTING_NAMES, Settings
 from tests import images
 from tests.helpers import load_tiny, sql_error
 
@@ -137,3 +138,25 @@ def test_every_limit_has_a_hard_range(conn):
         assert err.sqlstate == "22023"
         assert err.diag.message_primary == (
             f'{high + 1} is outside the valid range for parameter "{setting}" ({low} .. {high})')
+
+
+def test_the_c_module_defines_the_python_settings(conn):
+    """src/pg_imgembed.c and settings.py hold the same names, types, defaults, ranges and units."""
+    conn.execute("SELECT imgembed.load_settings()")
+    # A parallel worker's pg_settings lacks what the leader defined on first use (set_config is
+    # parallel unsafe, so this query runs in the leader).
+    conn.execute("SELECT set_config(name, 'off', false) FROM pg_settings WHERE name IN ('debug_parallel_query', 'force_parallel_mode')")
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT name, vartype, boot_val, min_val, max_val, unit, enumvals FROM pg_settings WHERE name LIKE 'imgembed.%'")}
+    assert set(rows) == set(SETTING_NAMES) | set(C_ONLY)
+    kinds = {bool: "bool", int: "integer", str: "string"}
+    for guc, field in SETTING_NAMES.items():
+        vartype, boot, low, high, unit, enumvals = rows[guc]
+        default = getattr(Settings(), field)
+        if field == "execution_provider":
+            assert (vartype, enumvals) == ("enum", list(EXECUTION_PROVIDERS)), guc
+        else:
+            assert vartype == kinds[type(default)], guc
+        assert boot == ({True: "on", False: "off"}[default] if isinstance(default, bool) else str(default)), guc
+        assert (low, high) == (tuple(map(str, RANGES[field])) if field in RANGES else (None, None)), guc
+        assert unit is None, guc  # units are in the names (_mb, _ms)

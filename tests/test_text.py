@@ -23,10 +23,10 @@ from PIL import Image
 from psycopg import sql
 from transformers import CLIPTokenizer
 
-from pg_imgembed.client.devcluster import pg_bindir
-from pg_imgembed.text_config import parse_text_config
-from pg_imgembed.text_model import MAX_TEXT_BYTES, TextModel, pool_tokens
+from pg_imgembed.text.config import parse_text_config
+from pg_imgembed.text.tower import MAX_TEXT_BYTES, TextModel, pool_tokens
 from tests import clip_models, images
+from tests.devcluster import pg_bindir
 from tests.helpers import embed, sql_error, vector
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

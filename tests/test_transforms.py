@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pg_imgembed.transforms import (
+from pg_imgembed.image.transforms import (
     MIN_BANDED_PIXELS,
     RESAMPLE,
     CenterCrop,

@@ -19,10 +19,10 @@ import pytest
 from psycopg import sql
 
 from pg_imgembed import __version__
-from pg_imgembed.client.devcluster import pg_bindir
 from pg_imgembed.client.worker import Options, Worker
 from tests import images, onnx_models
 from tests.catalog import CATALOG, snapshot
+from tests.devcluster import pg_bindir
 from tests.helpers import TINY_CONFIG, embed, vector
 
 ROOT = Path(__file__).resolve().parent.parent

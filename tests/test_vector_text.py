@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from pg_imgembed.vector_text import vector_to_text
+from pg_imgembed.vectors import vector_to_text
 
 F32 = np.finfo(np.float32)
 ELEMENT = re.compile(r"[+-]0x[01]\.[0-9a-f]{6}p[+-][0-9]{3}")

@@ -136,14 +136,14 @@ def test_several_workers_share_the_queue(queued, dsn):
 
 
 def test_an_image_changed_after_it_was_read_is_not_overwritten(queued, dsn, monkeypatch):
-    import pg_imgembed.client.worker as worker_module
+    import pg_imgembed.serving.serving as serving_module
 
     def embed_while_someone_changes_the_image(*args, **kwargs):
         queued.execute("UPDATE items SET photo = %s WHERE id = 1", (PHOTOS[5],))  # re-queued by the trigger
         return original(*args, **kwargs)
 
-    original = worker_module.embed_many
-    monkeypatch.setattr(worker_module, "embed_many", embed_while_someone_changes_the_image)
+    original = serving_module.embed_many
+    monkeypatch.setattr(serving_module, "embed_many", embed_while_someone_changes_the_image)
     worker = Worker(dsn, Options(batch_size=N))
     with psycopg.connect(dsn, autocommit=True) as conn:
         worker.complete(conn, worker.claim(conn))

@@ -6,10 +6,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pg_imgembed.client.cli import parser
-from pg_imgembed.client.devcluster import free_port
 from pg_imgembed.client.worker import Options, Worker
 from pg_imgembed.client.worker_metrics import WorkerMetrics
 from tests import images
+from tests.devcluster import free_port
 from tests.helpers import load_tiny
 
 PHOTOS = [images.png(images.photo_like(40, 30, seed=i)) for i in range(5)]

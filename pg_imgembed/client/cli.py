@@ -30,11 +30,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from .. import __version__
-from .. import known_models as catalog
+from .. import __version__, catalog
 from ..errors import ImgEmbedError
+from ..image.templates import TEMPLATES
 from ..settings import EXECUTION_PROVIDERS
-from ..templates import TEMPLATES
 from .model_dir import TextTower
 
 # Server hints name SQL arguments; here they are options.
@@ -139,9 +138,9 @@ def cmd_build(args: argparse.Namespace) -> None:
     if args.onnx and not Path(args.onnx).is_file():  # before the imports a client-only install lacks
         raise UsageError(f"{args.onnx}: {'not a file' if Path(args.onnx).exists() else 'no such file'}")
     try:
-        from ..model_config import parse_config
-        from ..pipeline import prepare_pipeline
-        from ..templates import expand_template
+        from ..image.model_config import parse_config
+        from ..image.pipeline import prepare_pipeline
+        from ..image.templates import expand_template
     except ImportError as exc:  # a client-only install
         raise UsageError(f"building a pipeline model needs onnx, onnxruntime and Pillow ({exc})",
                          hint="pip install 'pg_imgembed[client,build]'") from None

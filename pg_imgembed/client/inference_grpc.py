@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import InferenceFailed, InferenceServerUnavailable, InvalidSetting
-from ..inference_server import NUMPY_TYPES, V2_OF_NUMPY, V2Client, read_token
+from ..serving.inference_server import NUMPY_TYPES, V2_OF_NUMPY, V2Client, read_token
 
 # Transport failures: the server is away or slow, not a refusal of this request.
 _UNAVAILABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import known_models as catalog
+from .. import catalog
 from ..errors import ImgEmbedError, InvalidConfig
 
 ONNX_CANDIDATES = ("model.onnx", "onnx/model.onnx", "vision_model.onnx", "onnx/vision_model.onnx")

@@ -157,8 +157,8 @@ def export_triton(conn: psycopg.Connection[Any], name: str, directory: str | os.
     """A Triton model repository for NVIDIA's images: ``DIR/NAME`` (and ``DIR/NAME.text``, the text
     tower) with ``config.pbtxt`` (platform onnxruntime_onnx) and ``<generation>/model.onnx``, the
     stored bytes. Returns the model names written."""
-    from ..model_store import ModelStore
-    from ..triton_repository import config_pbtxt, stored_models, write_model
+    from ..serving.triton_repository import config_pbtxt, stored_models, write_model
+    from ..store.model_store import ModelStore
     from .pg_database import PsycopgDatabase
 
     os.makedirs(directory, exist_ok=True)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, InvalidConfig
-from ..model_config import ModelConfig
-from ..optimized_graphs import cpu_features
-from ..pipeline import one_opset_per_domain
-from ..pipeline_spec import DERIVED_KEY
+from ..image.model_config import ModelConfig
+from ..image.pipeline import one_opset_per_domain
+from ..image.pipeline_spec import DERIVED_KEY
+from ..image.tower import ImageTower
+from ..onnx.optimized_graphs import cpu_features
 from .models import LoadedModel, export_model, load_model
 
 MIN_CALIBRATION = 8
@@ -88,7 +88,7 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
     with tempfile.TemporaryDirectory(prefix="pg_imgembed-quantize-") as tmp:
         work = Path(tmp)
         size, sha = export_model(conn, source, work / "fp32.onnx")
-        fp32 = EmbeddingModel(work / "fp32.onnx", ModelConfig(), threads=threads)
+        fp32 = ImageTower(work / "fp32.onnx", ModelConfig(), threads=threads)
         if fp32.pipeline_spec is None:
             raise InvalidConfig(f'model "{source}" is not a pipeline model', hint="Load it again with imgembed.load_model.")
         tensors = calibration_tensors(conn, fp32, calibrate, samples + held_out)
@@ -106,7 +106,7 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
                    "method": "onnxruntime static QDQ, uint8 activations, int8 per-channel weights, MinMax",
                    "calibration": {"query": calibrate, "images": len(calibration)}}
         int8_bytes = quantize_pipeline(work, fp32, calibration, reduce_range=vnni is None, derived=derived)
-        int8 = EmbeddingModel(int8_bytes, ModelConfig(), threads=threads)
+        int8 = ImageTower(int8_bytes, ModelConfig(), threads=threads)
         say(f"measuring on {len(evaluation)} held-out images ...")
         cosine, overlap, fp32_ms, int8_ms = compare(fp32, int8, evaluation)
         loaded = load_model(conn, name, int8_bytes, replace=replace)
@@ -115,7 +115,7 @@ def quantize_model(conn: psycopg.Connection[Any], source: str, name: str, calibr
                               overlap, fp32_ms, int8_ms, instruction_set, vnni is None, size, len(int8_bytes))
 
 
-def calibration_tensors(conn: psycopg.Connection[Any], model: EmbeddingModel, query: str, limit: int) -> list[np.ndarray]:
+def calibration_tensors(conn: psycopg.Connection[Any], model: ImageTower, query: str, limit: int) -> list[np.ndarray]:
     """The pipeline inputs of the query's first ``limit`` images (first column), decoded as the
     model decodes; NULLs and unusable images are skipped. A server-side cursor streams the rows,
     so a query over a whole table reads only what is used."""
@@ -137,7 +137,7 @@ def calibration_tensors(conn: psycopg.Connection[Any], model: EmbeddingModel, qu
     return tensors
 
 
-def quantize_pipeline(work: Path, fp32: EmbeddingModel, calibration: Sequence[np.ndarray], *, reduce_range: bool,
+def quantize_pipeline(work: Path, fp32: ImageTower, calibration: Sequence[np.ndarray], *, reduce_range: bool,
                       derived: dict[str, Any]) -> bytes:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -179,7 +179,7 @@ def fp32_metadata(path: Path) -> list[Any]:
     return list(onnx.load(str(path), load_external_data=False).metadata_props)
 
 
-def compare(fp32: EmbeddingModel, int8: EmbeddingModel, tensors: Sequence[np.ndarray]) -> tuple[np.ndarray, float, float, float]:
+def compare(fp32: ImageTower, int8: ImageTower, tensors: Sequence[np.ndarray]) -> tuple[np.ndarray, float, float, float]:
     """Cosine per image, mean top-10 overlap of each image's neighbours among the others, and the
     median inference time of each model (batch 1, interleaved so both see the same machine)."""
     times: dict[int, list[float]] = {0: [], 1: []}

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import triton_repository
 from ..errors import ImgEmbedError, InvalidSetting
-from ..inference_server import V2Client
-from ..model_store import ModelStore
+from ..serving import triton_repository
+from ..serving.inference_server import V2Client
+from ..serving.triton_repository import RepositoryModel, stored_models
 from ..settings import default_threads
-from ..triton_repository import RepositoryModel, stored_models
+from ..store.model_store import ModelStore
 from .pg_database import PsycopgDatabase
 
 log = logging.getLogger("pg_imgembed.serve")

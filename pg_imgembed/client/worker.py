@@ -47,16 +47,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..batch import embed_many
-from ..decode import keep_buffers
-from ..embedded_tables import bound_trigger, check_owner_may_use, record_error
-from ..embedding_model import EmbeddingModel
 from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, ProviderUnavailable, RuntimeMismatch, WorkerNotAllowed
-from ..model_stats import Meter, report_worker_batch
-from ..model_store import ModelStore
-from ..serving import Serving
+from ..image.decode import keep_buffers
+from ..image.tower import ImageTower
+from ..model_stats import Meter
+from ..serving.serving import Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
-from ..vector_text import vector_to_text
+from ..store import queue
+from ..store.embedded_tables import bound_trigger, check_owner_may_use, record_error
+from ..store.model_store import ModelStore
+from ..vectors import vector_to_text
 from . import inference_grpc
 from .pg_database import PsycopgDatabase
 
@@ -64,16 +64,6 @@ if TYPE_CHECKING:
     from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("pg_imgembed.worker")
-
-CLAIM = """
-WITH c AS (SELECT id, claimed_until IS NOT NULL AS expired FROM imgembed.queue
-            WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
-            ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-UPDATE imgembed.queue q
-   SET claimed_by = %(me)s, claimed_until = now() + make_interval(secs => %(lease)s), attempts = q.attempts + 1
-  FROM c WHERE q.id = c.id
-RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
-          q.row_key, q.enqueued_at, q.attempts, c.expired, extract(epoch FROM now() - q.enqueued_at)::float8"""
 
 @dataclass(frozen=True)
 class Options:
@@ -161,10 +151,9 @@ class Worker:
         import psycopg
 
         try:
-            rows = conn.execute(CLAIM, {"batch": self.options.batch_size, "me": self.name,
-                                        "lease": self.options.lease_s}).fetchall()
+            rows = queue.claim(conn, self.options.batch_size, self.name, self.options.lease_s)
         except psycopg.errors.InsufficientPrivilege:
-            (role,) = conn.execute("SELECT current_user").fetchone()
+            role = queue.current_user(conn)
             self.fatal = WorkerNotAllowed(f'role "{role}" may not claim jobs: it is not a member of imgembed_worker',
                                           hint=f"GRANT imgembed_worker TO {role};")
             log.error("%s (%s); stopping", self.fatal.message, self.fatal.hint)
@@ -187,7 +176,7 @@ class Worker:
                 return
             self._last_heartbeat = now
             done, failed = self.done, self.failed
-        conn.execute(HEARTBEAT, {"me": self.name, "done": done, "failed": failed})
+        queue.heartbeat(conn, self.name, done, failed)
 
     def _sign_off(self) -> None:
         """A clean stop removes the worker's heartbeat; one that dies leaves it to grow old."""
@@ -197,7 +186,7 @@ class Worker:
             return
         try:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
-                conn.execute("DELETE FROM imgembed.worker_heartbeats WHERE worker = %s", (self.name,))
+                queue.sign_off(conn, self.name)
         except psycopg.Error as exc:
             log.warning("could not remove the heartbeat of %s: %s", self.name, exc)
 
@@ -213,10 +202,10 @@ class Worker:
                 log.error("%s (%s); stopping", exc.message, exc.hint)
                 self.fatal = exc
                 self.stop.set()
-                self._release(conn, [job.id for rest in pending[n:] for job in rest])
+                queue.release(conn, [job.id for rest in pending[n:] for job in rest])
                 return
             except InferenceServerUnavailable as exc:  # no job can run until it answers: wait, spend no attempts
-                self._release(conn, [job.id for rest in pending[n:] for job in rest])
+                queue.release(conn, [job.id for rest in pending[n:] for job in rest])
                 self.server_down_s = min(max(self.server_down_s * 2, self.options.retry_base_s), 60.0)
                 log.warning("%s; jobs released, trying again in %.0f s", exc.message, self.server_down_s)
                 self.stop.wait(self.server_down_s)
@@ -248,75 +237,68 @@ class Worker:
     def _process(self, conn: Any, jobs: list[Job]) -> tuple[int, int]:
         first = jobs[0]
         db = PsycopgDatabase(conn)
-        # The model and image column come from the binding create_embedding_trigger() recorded,
-        # never from the job.
+        model_name = self._bound_model(db, jobs)
+        if model_name is None:
+            queue.drop(conn, jobs)
+            return 0, 0
+        settings = self._settings(conn)
+        model = self._model(db, model_name, settings)
+        images, versions, keys = self._read(conn, jobs)
+        present = sorted(i for i, image in images.items() if image is not None)
+        meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
+        failures: list[tuple[int, ImageError]] = []
+        vectors = self.serving.embed_images(model, [images[i] for i in present], settings, failures, self.decode_threads, meter)
+        failed_at = {present[p]: exc for p, exc in failures}
+        for i, exc in failed_at.items():
+            record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
+        embedded = [{"n": i, "key": jobs[i].row_key, "vector": vector_to_text(vector), "row_version": versions[i]}
+                    for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
+        # One statement per batch, not per row: workers on other hosts pay a round trip each.
+        written = queue.write_vectors(conn, first.relid, first.vector_column, embedded)
+        # Written, failed for good, or nothing left to embed (row gone, image NULL): the job ends.
+        # A row that changed since it was read is left for another try with what it holds now.
+        ending = [jobs[i] for i in range(len(jobs)) if i in written or i in failed_at or i not in present]
+        ended = queue.settle(conn, first.relid, first.vector_column, jobs, ending, [jobs[i].id for i in written],
+                             [jobs[i].id for i in failed_at], model_name, meter)
+        done = sum(jobs[i].id in ended for i in written)
+        failed = {i: exc for i, exc in failed_at.items() if jobs[i].id in ended}
+        self._observe(model_name, first.tbl, done, failed.values())
+        return done, len(failed)
+
+    def _bound_model(self, db: PsycopgDatabase, jobs: list[Job]) -> str | None:
+        """The model of the column's async trigger, which the table's owner must still be allowed;
+        None when the trigger is gone. The model and image column come from the binding
+        create_embedding_trigger() recorded, never from the job."""
+        first = jobs[0]
         trigger = bound_trigger(db, str(first.relid), first.vector_column)
         if trigger is None or trigger.mode != "async":
             log.warning("%s.%s has no async embedding trigger any more: dropping %d jobs",
                         first.tbl, first.vector_column, len(jobs))
-            self._finish(conn, jobs)
-            return 0, 0
-        model_name = trigger.model
-        check_owner_may_use(db, str(first.relid), model_name)
-        gucs = dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g",
-                                 (list(SETTING_NAMES),)).fetchall())
-        # Where the model runs is the worker's own choice (its command line), never the database's.
-        settings = replace(read_settings(gucs.get), inference_server=self.options.inference_server,
+            return None
+        check_owner_may_use(db, str(first.relid), trigger.model)
+        return trigger.model
+
+    def _settings(self, conn: Any) -> Settings:
+        """The database's imgembed.* settings, except where the model runs: the worker's own
+        choice (its command line), never the database's."""
+        settings = replace(read_settings(queue.setting_values(conn, SETTING_NAMES).get),
+                           inference_server=self.options.inference_server,
                            inference_token_file=self.options.inference_token_file,
                            inference_timeout_ms=self.options.inference_timeout_ms)
         keep_buffers(settings.decode_buffer_mb)
-        model = self._model(db, model_name, settings)
-        target = (first.relid, first.vector_column)
-        rows = conn.execute(
-            "SELECT (r).n, (r).image, (r).row_version::text, (r).row_key::text FROM pg_catalog.unnest("
-            "imgembed.worker_read(%s::oid::regclass, %s, %s::jsonb)) r",
-            (*target, json.dumps([j.row_key for j in jobs])), binary=True).fetchall()
-        found = {n - 1: (image, version) for n, image, version, _ in rows}
-        keys = {n - 1: key for n, _, _, key in rows}
-        present = sorted(i for i, (image, _) in found.items() if image is not None)
-        failures: list[tuple[int, ImageError]] = []
-        meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
-        vectors = embed_many(model, [found[i][0] for i in present], settings, failures, self.decode_threads, meter)
-        failed_at = {present[p]: exc for p, exc in failures}
-        for i, exc in failed_at.items():
-            record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
-        embedded = [{"n": i, "key": jobs[i].row_key, "vector": vector_to_text(vector), "row_version": found[i][1]}
-                    for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
-        # One statement per batch, not per row: workers on other hosts pay a round trip each.
-        (written_list,) = conn.execute("SELECT imgembed.worker_write(%s::oid::regclass, %s, %s::jsonb)",
-                                       (*target, json.dumps(embedded))).fetchone()
-        written = set(written_list)
-        # Written, failed for good, or nothing left to embed (row gone, image NULL): the job ends.
-        # A row that changed since it was read is left for another try with what it holds now.
-        ending = [i for i in range(len(jobs)) if i in written or i in failed_at or i not in present]
-        deleted = self._finish(conn, [jobs[i] for i in ending])
-        done = sum(jobs[i].id in deleted for i in written)
-        failed = sum(jobs[i].id in deleted for i in failed_at)
-        self._release(conn, [job.id for job in jobs if job.id not in deleted])
-        _count(conn, first, done, failed)
-        report_worker_batch(conn, model_name, meter)
+        return settings
+
+    def _read(self, conn: Any, jobs: list[Job]) -> tuple[dict[int, bytes | None], dict[int, str], dict[int, str]]:
+        """Each found row's image, version and key, by the job's position in ``jobs``."""
+        rows = queue.read_rows(conn, jobs[0].relid, jobs[0].vector_column, [j.row_key for j in jobs])
+        return ({n - 1: image for n, image, _, _ in rows}, {n - 1: version for n, _, version, _ in rows},
+                {n - 1: key for n, _, _, key in rows})
+
+    def _observe(self, model: str, tbl: str, done: int, failures: Any) -> None:
         if self.metrics is not None:
-            self.metrics.embedded.labels(model_name, first.tbl).inc(done)
-            for i, exc in failed_at.items():
-                if jobs[i].id in deleted:
-                    self.metrics.failed.labels(model_name, first.tbl, exc.sqlstate).inc()
-        return done, failed
-
-    def _finish(self, conn: Any, jobs: Sequence[Job]) -> set[int]:
-        """Drop the jobs, except those re-queued meanwhile (their image changed again, so they
-        stay for the newer image); returns the ids dropped."""
-        if not jobs:
-            return set()
-        return {job_id for (job_id,) in conn.execute(
-            "DELETE FROM imgembed.queue q USING unnest(%s::bigint[], %s::timestamptz[]) AS f(id, at) "
-            "WHERE q.id = f.id AND q.enqueued_at = f.at RETURNING q.id",
-            ([j.id for j in jobs], [j.enqueued_at for j in jobs])).fetchall()}
-
-    def _release(self, conn: Any, ids: Sequence[int]) -> None:
-        """Back to the queue for another try, without counting this one as an attempt."""
-        if ids:
-            conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, "
-                         "attempts = greatest(attempts - 1, 0) WHERE id = ANY(%s::bigint[])", (list(ids),))
+            self.metrics.embedded.labels(model, tbl).inc(done)
+            for exc in failures:
+                self.metrics.failed.labels(model, tbl, exc.sqlstate).inc()
 
     def _retry_later(self, conn: Any, jobs: list[Job], exc: Exception) -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -326,18 +308,16 @@ class Worker:
                     record_error(PsycopgDatabase(conn), str(job.relid), json.dumps(job.row_key), job.model,
                                  getattr(exc, "sqlstate", None) or "XX000",
                                  f"worker gave up after {job.attempts} attempts: {message}")
-                    conn.execute("DELETE FROM imgembed.queue WHERE id = %s", (job.id,))
-                    _count(conn, job, done=0, failed=1)
+                    queue.give_up(conn, job)
                     if self.metrics is not None:
                         self.metrics.failed.labels(job.model, job.tbl, getattr(exc, "sqlstate", None) or "XX000").inc()
                 else:
                     delay = min(self.options.retry_base_s * 2 ** (job.attempts - 1), 300.0)
-                    conn.execute("UPDATE imgembed.queue SET claimed_by = NULL, claimed_until = NULL, last_error = %s, "
-                                 "not_before = now() + make_interval(secs => %s) WHERE id = %s", (message, delay, job.id))
+                    queue.retry_later(conn, job.id, message, delay)
         except Exception as again:  # the lease will bring them back
             log.warning("could not reschedule jobs: %s", again)
 
-    def _model(self, db: PsycopgDatabase, name: str, settings: Settings) -> EmbeddingModel:
+    def _model(self, db: PsycopgDatabase, name: str, settings: Settings) -> ImageTower:
         """The model's session, through the same serving path as the backend's. The model is held
         FOR SHARE until the batch commits, so it cannot be replaced under vectors being written
         (see imgembed.lineage)."""
@@ -350,29 +330,7 @@ class Worker:
         return model
 
 
-COUNT = """
-WITH total AS (
-    INSERT INTO imgembed.queue_stats (tbl, vector_column, done, failed) VALUES (%(tbl)s, %(col)s, %(done)s, %(failed)s)
-    ON CONFLICT (tbl, vector_column) DO UPDATE SET done = imgembed.queue_stats.done + EXCLUDED.done,
-                                                   failed = imgembed.queue_stats.failed + EXCLUDED.failed),
-recent AS (
-    INSERT INTO imgembed.queue_throughput (tbl, vector_column, minute, done, failed)
-    VALUES (%(tbl)s, %(col)s, date_trunc('minute', now()), %(done)s, %(failed)s)
-    ON CONFLICT (tbl, vector_column, minute) DO UPDATE SET done = imgembed.queue_throughput.done + EXCLUDED.done,
-                                                           failed = imgembed.queue_throughput.failed + EXCLUDED.failed)
-DELETE FROM imgembed.queue_throughput
- WHERE tbl = %(tbl)s AND vector_column = %(col)s AND minute < now() - interval '1 hour'"""
-
-HEARTBEAT = """
-INSERT INTO imgembed.worker_heartbeats (worker, done, failed) VALUES (%(me)s, %(done)s, %(failed)s)
-ON CONFLICT (worker) DO UPDATE SET last_seen = now(), done = EXCLUDED.done, failed = EXCLUDED.failed"""
 HEARTBEAT_S = 5.0  # how often a claiming worker renews its row in imgembed.worker_heartbeats
-
-
-def _count(conn: Any, job: Job, done: int, failed: int) -> None:
-    """Add to the done/failed totals of the job's table and column, and to this minute's
-    (imgembed.queue_status: totals, rate and ETA)."""
-    conn.execute(COUNT, {"tbl": job.relid, "col": job.vector_column, "done": done, "failed": failed})
 
 
 def vector_package_versions() -> dict[str, str]:
@@ -381,7 +339,7 @@ def vector_package_versions() -> dict[str, str]:
     import onnxruntime
     import PIL
 
-    from ..decode import heif_decoder
+    from ..image.decode import heif_decoder
 
     try:
         heif = heif_decoder().__version__

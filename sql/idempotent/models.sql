@@ -1,7 +1,7 @@
 -- Models: the settings module, loading, replacing, dropping, locking, introspection.
 -- Idempotent: CREATE OR REPLACE, run by every install and every update (scripts/build_sql.py).
 -- PL/Python bodies are thin: "#bootstrap" is replaced at build time by the preamble that starts the
--- runtime once per session, then each body calls one method of pg_imgembed.server.Server.
+-- runtime once per session, then each body calls one method of pg_imgembed.backend.server.Server.
 -- Everything that reads the model table is PARALLEL UNSAFE: PL/Python's SPI inside a parallel
 -- query breaks the backend (the next call crashes the server), so such a query must stay serial.
 

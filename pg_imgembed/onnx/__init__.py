@@ -1,0 +1,2 @@
+"""onnxruntime: sessions, external data, the model file cache and optimized graphs.
+"""

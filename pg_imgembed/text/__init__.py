@@ -1,0 +1,2 @@
+"""The text tower: its config, tokenizer and the tower that turns text into vectors.
+"""
