@@ -29,7 +29,7 @@ from ..store import lineage
 from ..store.embedded_tables import check_owner_may_use, column_type, primary_key, record_error
 from ..store.model_store import ModelStore, StoredModel
 from ..vectors import vector_to_text
-from .plpy_api import PlpyDatabase
+from .postgres import PlpyDatabase
 from .triggers import check_target
 
 NOTICE_EVERY_S = 1.0

@@ -23,8 +23,7 @@ from ..store.embedded_tables import bound_trigger
 from ..store.model_store import ModelStore
 from . import runtime_env, triggers
 from .backfill import backfill
-from .plpy_api import PLPy, PlpyDatabase
-from .state import BackendState
+from .postgres import BackendState, PLPy, PlpyDatabase
 
 F = TypeVar("F", bound=Callable[..., Any])
 

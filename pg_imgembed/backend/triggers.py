@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import DimensionMismatch, InvalidColumn, InvalidConfig, NullArgument, PermissionDenied, UndefinedColumn, UndefinedTrigger
 from ..store.embedded_tables import check_owner_may_use, primary_key
 from ..store.model_store import ModelStore, StoredModel
-from .plpy_api import PlpyDatabase
+from .postgres import PlpyDatabase
 
 ON_ERROR = ("error", "null")
 

@@ -3,10 +3,9 @@ config becomes a ``Compose`` of the small transforms in ``transforms``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InvalidConfig
 from ..onnx.session import InputGeometry
@@ -22,6 +21,7 @@ from .transforms import (
     ResizeThenCrop,
     ReverseChannels,
     ToFloatArray,
+    ToUint8Array,
     compose,
 )
 
@@ -53,14 +53,6 @@ def resolve_config(config: ModelConfig, geometry: InputGeometry) -> ModelConfig:
             f"{geometry.name!r} is {fixed[0]}x{fixed[1]}"
         )
     return replace(config, preprocess=replace(pre, layout=geometry.layout))
-
-
-@dataclass(frozen=True)
-class ToUint8Array:
-    """Pipeline models take the pixels as they are; the graph does the arithmetic."""
-
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        return np.asarray(img, dtype=np.uint8)
 
 
 def build_transforms(config: ModelConfig, dtype: type = np.float32, *, fast: bool = False) -> Compose:

@@ -210,6 +210,14 @@ class ToFloatArray:
 
 
 @dataclass(frozen=True)
+class ToUint8Array:
+    """Pipeline models take the pixels as they are; the graph does the arithmetic."""
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
 class Rescale:
     factor: float
 

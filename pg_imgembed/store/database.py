@@ -3,7 +3,7 @@
 One small protocol, so what both sides read and write (the model store, trigger metadata, error
 records) is written once. Queries use PostgreSQL's own ``$1`` placeholders; ``types`` names each
 parameter's type, which plpy needs to prepare a plan (and which a client may ignore). The
-implementations live with what they wrap: ``backend.plpy_api.PlpyDatabase`` and
+implementations live with what they wrap: ``backend.postgres.PlpyDatabase`` and
 ``client.pg_database.PsycopgDatabase``.
 """
 
