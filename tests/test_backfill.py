@@ -1,5 +1,6 @@
 """CALL imgembed.backfill: committed batches, resumable, safe beside other writers and backfills."""
 
+import json
 import threading
 
 import numpy as np
@@ -37,11 +38,15 @@ def assert_all_embedded_once(conn):
 
 def test_backfill_embeds_every_row_and_reports_progress(table):
     notices = []
-    table.add_notice_handler(lambda d: notices.append(d.message_primary))
+    table.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_detail)))
     table.execute("CALL imgembed.backfill('items', 'photo', 'embedding', batch_size => 8)")
     assert_all_embedded_once(table)
-    assert notices[-1].startswith("backfill items: 60/60 rows (100.0%), ")
-    assert "images/s, ETA 0m00s" in notices[-1]
+    message, detail = notices[-1]
+    assert message.startswith("backfill items: 60/60 rows (100.0%), ")
+    assert "images/s, ETA 0m00s" in message
+    progress = json.loads(detail)  # the same, for programs
+    assert {k: progress[k] for k in ("backfill", "done", "total", "eta_s")} == {"backfill": "items", "done": 60, "total": 60, "eta_s": 0}
+    assert progress["images_per_s"] > 0
 
 
 def test_error_stops_after_committed_batches_and_a_rerun_continues(table):

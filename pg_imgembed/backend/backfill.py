@@ -15,6 +15,7 @@ Bad images follow the triggers' ``on_error`` policy; under ``'null'`` they are r
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -106,10 +107,14 @@ class Run:
                                         [vector_to_text(v) if v is not None else None for _, v in pairs]])
 
     def notice(self, what: str, done: int, total: int, elapsed: float, extra: str = "") -> None:
+        """Progress for people (the message) and for programs (DETAIL, a JSON object: the CLI's
+        progress bar reads it, so the message's wording is free to change)."""
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
+        progress = {"backfill": what, "done": done, "total": total, "images_per_s": round(rate, 1), "eta_s": round(eta)}
         self.plpy.notice(f"backfill {what}: {done}/{total} rows ({100 * done / max(total, 1):.1f}%), "
-                         f"{rate:.1f} images/s, ETA {int(eta // 60)}m{int(eta % 60):02d}s{extra}")
+                         f"{rate:.1f} images/s, ETA {int(eta // 60)}m{int(eta % 60):02d}s{extra}",
+                         detail=json.dumps(progress))
 
     # ------------------------------------------------------------ the NULL pass
 

@@ -41,8 +41,6 @@ SQL_TO_CLI = {"replace => true": "--replace", "switch_model => true": "--switch-
               "Load one with imgembed.load_model(name, onnx_bytes, config).": "Load one with pg-imgembed models load NAME MODEL.onnx.",
               "Call imgembed.set_default_model('name'), or name the model: img_embedding(image, 'name').":
                   "Name a model (--model NAME), or make one the default: pg-imgembed models load NAME MODEL.onnx --default."}
-BACKFILL_NOTICE = re.compile(r"^backfill (?P<what>.+): (?P<done>\d+)/(?P<total>\d+) rows \([\d.]+%\), "
-                             r"(?P<rate>[\d.]+) images/s, ETA (?P<eta>\S+)")
 
 
 class UsageError(ImgEmbedError):
@@ -252,6 +250,17 @@ def cmd_templates(args: argparse.Namespace) -> None:
         print(f"{t.name}\n  {t.description}\n  {json.dumps(t.config)}")
 
 
+def backfill_progress(detail: str | None) -> dict[str, Any] | None:
+    """A backfill progress NOTICE's DETAIL (a JSON object), else None."""
+    if not detail or not detail.startswith('{"backfill"'):
+        return None
+    try:
+        found = json.loads(detail)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("done"), int) and isinstance(found.get("total"), int) else None
+
+
 def cmd_backfill(args: argparse.Namespace) -> None:
     progress = Progress(f"backfill {args.table}")
     started = time.monotonic()
@@ -259,14 +268,15 @@ def cmd_backfill(args: argparse.Namespace) -> None:
 
     def on_notice(diag: Any) -> None:
         text = diag.message_primary or ""
-        found = BACKFILL_NOTICE.match(text)
+        found = backfill_progress(diag.message_detail)
         if found is None:
             progress.line(f"notice: {text}")
             return
         last[:] = [text]
         if progress.live:
-            progress.show(int(found["done"]), int(found["total"]),
-                          f"{found['done']}/{found['total']} rows, {found['rate']} images/s, ETA {found['eta']}")
+            eta = int(found["eta_s"])
+            progress.show(found["done"], found["total"], f"{found['done']}/{found['total']} rows, "
+                          f"{found['images_per_s']} images/s, ETA {eta // 60}m{eta % 60:02d}s")
         else:
             progress.line(text)
 
