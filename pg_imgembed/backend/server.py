@@ -160,14 +160,18 @@ class Server:
 
     def _require_execute(self, function: str) -> None:
         """The PL/Python bodies of the admin functions are callable directly: they refuse a role
-        that may not execute the wrapper, whose privilege is the one granted and revoked."""
-        if not self.db.rows("SELECT pg_catalog.has_function_privilege($1, 'EXECUTE') AS ok", ["text"], [function])[0]["ok"]:
-            raise PermissionDenied(f"permission denied for function {function}")
+        that may not execute the wrapper ``imgembed.<function>`` (one signature each), whose
+        privilege is the one granted and revoked."""
+        rows = self.db.rows("SELECT pg_catalog.has_function_privilege(oid, 'EXECUTE') AS ok FROM pg_catalog.pg_proc "
+                            "WHERE pronamespace OPERATOR(pg_catalog.=) 'imgembed'::pg_catalog.regnamespace "
+                            "AND proname OPERATOR(pg_catalog.=) $1", ["name"], [function])
+        if len(rows) != 1 or not rows[0]["ok"]:
+            raise PermissionDenied(f"permission denied for function imgembed.{function}")
 
     @sql_function
     def load_model(self, name: str | None, onnx: bytes | None, config: str | None, replace: bool | None,
                    grant_public: bool | None) -> list:
-        self._require_execute("imgembed.load_model(text,bytea,jsonb,boolean,boolean)")
+        self._require_execute("load_model")
         settings = self.decoding_settings()
         row = self.store.load(name, onnx, config, replace, settings, grant_public is not False)
         self._prune_model_files(settings)  # a replaced model's file
@@ -175,7 +179,7 @@ class Server:
 
     @sql_function
     def rebuild_model(self, name: str) -> list:
-        self._require_execute("imgembed.rebuild_model(text)")
+        self._require_execute("rebuild_model")
         rows = self.store.rebuild(name)
         self._prune_model_files(self.settings())  # the old bytes' file
         return rows
@@ -183,7 +187,7 @@ class Server:
     @sql_function
     def load_text_model(self, name: str | None, onnx: bytes | None, tokenizer: bytes | None, config: str | None,
                         replace: bool | None) -> list:
-        self._require_execute("imgembed.load_text_model(text,bytea,bytea,jsonb,boolean)")
+        self._require_execute("load_text_model")
         settings = self.settings()
         row = self.store.load_text(name, onnx, tokenizer, config, replace, settings)
         self._prune_model_files(settings)  # a replaced tower's file
@@ -191,12 +195,12 @@ class Server:
 
     @sql_function
     def set_default_model(self, name: str) -> None:
-        self._require_execute("imgembed.set_default_model(text)")
+        self._require_execute("set_default_model")
         self.store.set_default(name)
 
     @sql_function
     def drop_model(self, name: str) -> None:
-        self._require_execute("imgembed.drop_model(text)")
+        self._require_execute("drop_model")
         self.store.drop(name)
         self._prune_model_files(self.settings())
 
