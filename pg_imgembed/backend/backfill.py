@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ImageError, InvalidConfig, ModelReplaced
 from ..image.tower import ImageTower
-from ..serving.serving import Serving
+from ..serving.serving import OnBadImage, Serving
 from ..settings import Settings
 from ..store import lineage
 from ..store.embedded_tables import check_owner_may_use, column_type, primary_key, record_error
@@ -94,13 +94,13 @@ class Run:
     def embed(self, rows: Any) -> list[np.ndarray | None]:
         """Vectors of claimed rows (ctid, image, key); under on_error 'null' a bad image is
         recorded and gets None, otherwise its error ends the run."""
-        failures: list[tuple[int, ImageError]] = []
-        with self.serving.metered(self.stored.name, "image", "backfill") as meter:
-            vectors = self.serving.embed_images(self.embedder, [r["image"] for r in rows], self.settings,
-                                                failures if self.on_error == "null" else None, meter=meter)
-        for position, exc in failures:
+
+        def record(position: int, exc: ImageError) -> None:
             record_error(self.db, self.table, rows[position]["key"], self.stored.name, exc.sqlstate, exc.message)
-        return vectors
+
+        with self.serving.metered(self.stored.name, "image", "backfill") as meter:
+            return self.serving.embed_images(self.embedder, [r["image"] for r in rows], self.settings,
+                                             OnBadImage(record) if self.on_error == "null" else None, meter=meter)
 
     def write(self, pairs: Sequence[tuple[str, np.ndarray | None]]) -> None:
         self.plpy.execute(self._write, [[ctid for ctid, _ in pairs],

@@ -51,7 +51,7 @@ from ..errors import ImageError, ImgEmbedError, InferenceServerUnavailable, Prov
 from ..image.decode import keep_buffers
 from ..image.tower import ImageTower
 from ..model_stats import Meter
-from ..serving.serving import Serving
+from ..serving.serving import OnBadImage, Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
 from ..store import queue
 from ..store.embedded_tables import bound_trigger, check_owner_may_use, record_error
@@ -246,11 +246,14 @@ class Worker:
         images, versions, keys = self._read(conn, jobs)
         present = sorted(i for i, image in images.items() if image is not None)
         meter = Meter(self.metrics.observer(model_name) if self.metrics is not None else None)
-        failures: list[tuple[int, ImageError]] = []
-        vectors = self.serving.embed_images(model, [images[i] for i in present], settings, failures, self.decode_threads, meter)
-        failed_at = {present[p]: exc for p, exc in failures}
-        for i, exc in failed_at.items():
-            record_error(db, str(first.relid), keys[i], model_name, exc.sqlstate, f"worker: {exc.message}")
+        failed_at: dict[int, ImageError] = {}
+
+        def record(position: int, exc: ImageError) -> None:
+            failed_at[present[position]] = exc
+            record_error(db, str(first.relid), keys[present[position]], model_name, exc.sqlstate, f"worker: {exc.message}")
+
+        vectors = self.serving.embed_images(model, [images[i] for i in present], settings, OnBadImage(record),
+                                            self.decode_threads, meter)
         embedded = [{"n": i, "key": jobs[i].row_key, "vector": vector_to_text(vector), "row_version": versions[i]}
                     for p, i in enumerate(present) if i not in failed_at and (vector := vectors[p]) is not None]
         # One statement per batch, not per row: workers on other hosts pay a round trip each.

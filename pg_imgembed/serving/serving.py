@@ -18,6 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, NamedTuple, TypeVar
 
@@ -284,13 +285,26 @@ class Serving:
         return [vector_to_text(v) if v is not None else None for v in vectors]
 
     def embed_images(self, model: ImageTower, images: Sequence[bytes | None], settings: Settings,
-                     failures: list[tuple[int, ImageError]] | None = None, decode_threads: int | None = None,
+                     on_bad_image: OnBadImage | None = None, decode_threads: int | None = None,
                      meter: Meter | None = None) -> list[np.ndarray | None]:
-        """A batch of images (serving.batch.embed_many: None for None, ``failures`` as there),
-        counted in images_embedded whichever path asked: function, backfill or worker."""
-        vectors = embed_many(model, images, settings, failures, decode_threads, meter)
+        """A batch of images (serving.batch.embed_many: None for None), counted in images_embedded
+        whichever path asked: function, backfill or worker. A bad image follows ``on_bad_image``."""
+        failures: list[tuple[int, ImageError]] = []
+        vectors = embed_many(model, images, settings, failures if on_bad_image is not None else None, decode_threads, meter)
         self.images_embedded += sum(v is not None for v in vectors)
+        if on_bad_image is not None:
+            for position, exc in failures:  # here, not in the decoding threads: recording may query
+                on_bad_image.record(position, exc)
         return vectors
+
+
+@dataclass(frozen=True)
+class OnBadImage:
+    """A batch's failure policy where a bad image must not end it (backfill under on_error 'null',
+    the worker): the image gets None and ``record(position, error)`` is told, once the batch is
+    done. Without one, the first bad image ends the batch with its error, naming its position."""
+
+    record: Callable[[int, ImageError], None]
 
 
 def text_key(stored: StoredTextModel, settings: Settings) -> ModelKey:
