@@ -54,7 +54,7 @@ from ..model_stats import Meter
 from ..serving.serving import OnBadImage, Serving
 from ..settings import SETTING_NAMES, Settings, read_settings
 from ..store import queue
-from ..store.embedded_tables import bound_trigger, check_owner_may_use, record_error
+from ..store.embedded_tables import async_trigger, record_error
 from ..store.model_store import ModelStore
 from ..vectors import vector_to_text
 from . import inference_grpc
@@ -273,12 +273,11 @@ class Worker:
         None when the trigger is gone. The model and image column come from the binding
         create_embedding_trigger() recorded, never from the job."""
         first = jobs[0]
-        trigger = bound_trigger(db, str(first.relid), first.vector_column)
-        if trigger is None or trigger.mode != "async":
+        trigger = async_trigger(db, str(first.relid), first.vector_column)
+        if trigger is None:
             log.warning("%s.%s has no async embedding trigger any more: dropping %d jobs",
                         first.tbl, first.vector_column, len(jobs))
             return None
-        check_owner_may_use(db, str(first.relid), trigger.model)
         return trigger.model
 
     def _settings(self, conn: Any) -> Settings:

@@ -27,9 +27,13 @@ class EmbeddingTrigger:
     mode: str  # sync or async
 
 
-_TRIGGERS = ("SELECT tbl::pg_catalog.text AS table, trigger_name::pg_catalog.text AS name, "
-             "image_column::pg_catalog.text AS image_column, vector_column::pg_catalog.text AS vector_column, "
-             "model, on_error, mode FROM imgembed.embedding_triggers()")
+_COLUMNS = ("SELECT tbl::pg_catalog.text AS table, trigger_name::pg_catalog.text AS name, "
+            "image_column::pg_catalog.text AS image_column, vector_column::pg_catalog.text AS vector_column, "
+            "model, on_error, mode")
+_TRIGGERS = _COLUMNS + " FROM imgembed.embedding_triggers()"
+
+_OWNER_COLUMNS = (", imgembed.owner_may_use_model(tbl, model) AS owner_ok, (SELECT c.relowner::pg_catalog.regrole::pg_catalog.text "
+                  "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl) AS owner")
 
 
 def embedding_triggers(db: Database) -> list[EmbeddingTrigger]:
@@ -43,6 +47,21 @@ def bound_trigger(db: Database, table: str, vector_column: str) -> EmbeddingTrig
     return EmbeddingTrigger(**rows[0]) if rows else None
 
 
+def async_trigger(db: Database, table: str, vector_column: str) -> EmbeddingTrigger | None:
+    """The async embedding trigger that keeps this vector column, if any, with the table's owner
+    checked as ``check_owner_may_use`` checks: one statement (the worker asks for each batch)."""
+    rows = db.rows(f"{_COLUMNS}{_OWNER_COLUMNS} FROM imgembed.embedding_triggers() WHERE tbl OPERATOR(pg_catalog.=) {REGCLASS} "
+                   "AND vector_column OPERATOR(pg_catalog.=) $2 AND mode OPERATOR(pg_catalog.=) 'async'",
+                   ["text", "name"], [str(table), vector_column])
+    if not rows:
+        return None
+    row = rows[0]
+    ok, owner = row.pop("owner_ok"), row.pop("owner")
+    if not ok:
+        raise owner_may_not_use(row["table"], row["model"], owner)
+    return EmbeddingTrigger(**row)
+
+
 def check_owner_may_use(db: Database, table: str, model: str) -> None:
     """Every path that embeds for a table checks this when it embeds (the sync trigger, in
     PL/pgSQL, too): a grant revoked from the table's owner stops the next row or batch."""
@@ -50,8 +69,12 @@ def check_owner_may_use(db: Database, table: str, model: str) -> None:
                   f"(SELECT c.relowner::pg_catalog.regrole::pg_catalog.text FROM pg_catalog.pg_class c "
                   f"WHERE c.oid OPERATOR(pg_catalog.=) {REGCLASS}) AS owner", ["text", "text"], [str(table), model])[0]
     if not row["ok"]:
-        raise PermissionDenied(f'the owner of table {row["name"]} may not use model "{model}"',
-                               hint=f"A model administrator can allow it: SELECT imgembed.grant_model_usage('{model}', '{row['owner']}');")
+        raise owner_may_not_use(row["name"], model, row["owner"])
+
+
+def owner_may_not_use(table: str, model: str, owner: str) -> PermissionDenied:
+    return PermissionDenied(f'the owner of table {table} may not use model "{model}"',
+                            hint=f"A model administrator can allow it: SELECT imgembed.grant_model_usage('{model}', '{owner}');")
 
 
 def tables_using(db: Database, model: str) -> list[str]:
