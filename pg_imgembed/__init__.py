@@ -20,6 +20,14 @@ Layers, top to bottom; a module imports only from its own layer or the ones belo
 SQL is written only in ``store/``, ``backend/`` and ``client/`` (the client's own connection to
 the database); image, text, onnx, serving and the ground floor never query. ``server.py`` here
 is only the entry point of the released, frozen install scripts (see its docstring).
+
+A warm ``SELECT img_embedding(photo)``, file by file (``bench/call_paths.py`` lists them): the
+PL/Python body calls ``backend/server.py``, which reads the settings (``settings.py``, through
+``backend/postgres.py``'s ctypes view of the backend) and hands the call to
+``serving/serving.py``; that looks the model up (``store/model_store.py``, one prepared query),
+takes its cached session, counts the call (``model_stats.py``) and runs the image tower
+(``image/tower.py``: ``image/decode.py``, then resize and crop in ``image/transforms.py``, then
+onnxruntime); ``vectors.py`` writes the vector's text.
 """
 
 import os as _os
