@@ -207,7 +207,7 @@ def main() -> None:
     print(f"{'':44} {'in-process':>18} {'through serve':>18} {'serve / in-process':>20}")
     print(f"{'8 connections, sync trigger, images/s':44} {spread(rows['rows_local']):>18} {spread(rows['rows_serve']):>18} "
           f"{spread(ratio, '{:.2f}'):>20}")
-    print(f"{'  8 backends grew by, MiB PSS (sum, beyond the runtime)':44} {spread(rows['mem_local']):>18} {spread(rows['mem_serve']):>18}")
+    print(f"{'  8 backends beyond the runtime, MiB PSS':44} {spread(rows['mem_local']):>18} {spread(rows['mem_serve']):>18}")
     print(f"{'  per backend, MiB PSS':44} {statistics.median(rows['mem_local']) / CONNECTIONS:>18.1f} "
           f"{statistics.median(rows['mem_serve']) / CONNECTIONS:>18.1f}")
     print(f"{'  server processes, MiB PSS':44} {'-':>18} {server_mib:>18.0f}")
