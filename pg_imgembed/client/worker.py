@@ -95,6 +95,7 @@ class Job:
     attempts: int
     expired: bool  # an earlier claim's lease ran out (its worker died or took too long)
     age_s: float  # since it was queued, when claimed
+    settings: dict[str, str | None]  # the session's imgembed.* values when claimed
 
 
 class Worker:
@@ -151,7 +152,7 @@ class Worker:
         import psycopg
 
         try:
-            rows = queue.claim(conn, self.options.batch_size, self.name, self.options.lease_s)
+            rows = queue.claim(conn, self.options.batch_size, self.name, self.options.lease_s, SETTING_NAMES)
         except psycopg.errors.InsufficientPrivilege:
             role = queue.current_user(conn)
             self.fatal = WorkerNotAllowed(f'role "{role}" may not claim jobs: it is not a member of imgembed_worker',
@@ -241,7 +242,7 @@ class Worker:
         if model_name is None:
             queue.drop(conn, jobs)
             return 0, 0
-        settings = self._settings(conn)
+        settings = self._settings(first.settings)
         model = self._model(db, model_name, settings)
         images, versions, keys = self._read(conn, jobs)
         present = sorted(i for i, image in images.items() if image is not None)
@@ -280,10 +281,10 @@ class Worker:
             return None
         return trigger.model
 
-    def _settings(self, conn: Any) -> Settings:
+    def _settings(self, values: dict[str, str | None]) -> Settings:
         """The database's imgembed.* settings, except where the model runs: the worker's own
         choice (its command line), never the database's."""
-        settings = replace(read_settings(queue.setting_values(conn, SETTING_NAMES).get),
+        settings = replace(read_settings(values.get),
                            inference_server=self.options.inference_server,
                            inference_token_file=self.options.inference_token_file,
                            inference_timeout_ms=self.options.inference_timeout_ms)

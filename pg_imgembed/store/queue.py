@@ -14,15 +14,18 @@ from typing import Any
 
 from ..model_stats import Meter
 
+# The jobs, each with the session's values of the settings named (the same for all: asked here,
+# not in a statement of their own).
 CLAIM = """
 WITH c AS (SELECT id, claimed_until IS NOT NULL AS expired FROM imgembed.queue
             WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
-            ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+            ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED),
+     s AS (SELECT jsonb_object_agg(g, current_setting(g, true)) AS settings FROM unnest(%(settings)s::text[]) g)
 UPDATE imgembed.queue q
    SET claimed_by = %(me)s, claimed_until = now() + make_interval(secs => %(lease)s), attempts = q.attempts + 1
-  FROM c WHERE q.id = c.id
+  FROM c, s WHERE q.id = c.id
 RETURNING q.id, q.tbl::oid AS relid, q.tbl::text AS tbl, q.image_column, q.vector_column, q.model,
-          q.row_key, q.enqueued_at, q.attempts, c.expired, extract(epoch FROM now() - q.enqueued_at)::float8"""
+          q.row_key, q.enqueued_at, q.attempts, c.expired, extract(epoch FROM now() - q.enqueued_at)::float8, s.settings"""
 
 # The job's totals (imgembed.queue_status: totals, rate and ETA), from the ids it ended.
 _COUNTED = """
@@ -63,17 +66,12 @@ INSERT INTO imgembed.worker_heartbeats (worker, done, failed) VALUES (%(me)s, %(
 ON CONFLICT (worker) DO UPDATE SET last_seen = now(), done = EXCLUDED.done, failed = EXCLUDED.failed"""
 
 
-def claim(conn: Any, batch: int, me: str, lease_s: float) -> list[tuple]:
-    return conn.execute(CLAIM, {"batch": batch, "me": me, "lease": lease_s}).fetchall()
+def claim(conn: Any, batch: int, me: str, lease_s: float, settings: Iterable[str]) -> list[tuple]:
+    return conn.execute(CLAIM, {"batch": batch, "me": me, "lease": lease_s, "settings": list(settings)}).fetchall()
 
 
 def current_user(conn: Any) -> str:
     return conn.execute("SELECT current_user").fetchone()[0]
-
-
-def setting_values(conn: Any, names: Iterable[str]) -> dict[str, str | None]:
-    """The session's values of these settings (NULL: not set and not defined)."""
-    return dict(conn.execute("SELECT g, current_setting(g, true) FROM unnest(%s::text[]) g", (list(names),)).fetchall())
 
 
 def read_rows(conn: Any, relid: int, vector_column: str, keys: Sequence[dict[str, Any]]) -> list[tuple]:
