@@ -51,18 +51,23 @@ def compose(server_kind):
         project("--profile", "serve", "down", "-v")
 
 
+def queued_and_embedded(conn: psycopg.Connection) -> dict[int, np.ndarray]:
+    """PHOTOS inserted into items under an async trigger; their vectors once the worker container wrote them."""
+    conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', mode => 'async')")
+    conn.execute("INSERT INTO items SELECT g, (%s::bytea[])[g] FROM generate_series(1, 6) g", (PHOTOS,))
+    deadline = time.monotonic() + 120
+    while conn.execute("SELECT count(embedding) FROM items").fetchone()[0] < len(PHOTOS):
+        assert time.monotonic() < deadline, "the worker container embedded nothing in 2 minutes"
+        time.sleep(0.5)
+    return {row_id: vector(text) for row_id, text in conn.execute("SELECT id, embedding::text FROM items")}
+
+
 def test_a_worker_in_another_container_embeds_what_the_database_queues(compose):
     with psycopg.connect(compose.dsn, autocommit=True) as conn:
         load_tiny(conn)
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, photo bytea, embedding vector(4))")
-        conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', mode => 'async')")
-        conn.execute("INSERT INTO items SELECT g, (%s::bytea[])[g] FROM generate_series(1, 6) g", (PHOTOS,))
-        deadline = time.monotonic() + 120
-        while conn.execute("SELECT count(embedding) FROM items").fetchone()[0] < len(PHOTOS):
-            assert time.monotonic() < deadline, "the worker container embedded nothing in 2 minutes"
-            time.sleep(0.5)
-        for row_id, text in conn.execute("SELECT id, embedding::text FROM items"):
-            np.testing.assert_array_equal(vector(text), embed(conn, PHOTOS[row_id - 1]))
+        for row_id, got in queued_and_embedded(conn).items():
+            np.testing.assert_array_equal(got, embed(conn, PHOTOS[row_id - 1]))
         assert conn.execute("SELECT queued, done FROM imgembed.queue_status").fetchone() == (0, len(PHOTOS))
 
 
@@ -92,11 +97,5 @@ def test_the_serve_service_runs_the_models_of_every_backend_and_worker(compose):
         # the worker container goes through serve too: the async path
         compose.env["PG_IMGEMBED_INFERENCE_SERVER"] = "http://serve:8000"
         compose("up", "-d", "worker")
-        conn.execute("SELECT imgembed.create_embedding_trigger('items', 'photo', 'embedding', mode => 'async')")
-        conn.execute("INSERT INTO items SELECT g, (%s::bytea[])[g] FROM generate_series(1, 6) g", (PHOTOS,))
-        deadline = time.monotonic() + 120
-        while conn.execute("SELECT count(embedding) FROM items").fetchone()[0] < len(PHOTOS):
-            assert time.monotonic() < deadline, "the worker container embedded nothing in 2 minutes"
-            time.sleep(0.5)
-        for row_id, text in conn.execute("SELECT id, embedding::text FROM items"):
-            np.testing.assert_array_equal(vector(text), local[row_id - 1])
+        for row_id, got in queued_and_embedded(conn).items():
+            np.testing.assert_array_equal(got, local[row_id - 1])
