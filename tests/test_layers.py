@@ -36,7 +36,7 @@ def layer(module: str) -> str:
 
 def imported(module: str, path: Path) -> list[tuple[int, str]]:
     """(line, module under pg_imgembed) for each import of the package in a module's source."""
-    package = module.split(".")[:-1] if not module.endswith("__init__") else module.split(".")[:-1]
+    package = module.split(".")[:-1]  # a module's package; an __init__'s is its own folder
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
