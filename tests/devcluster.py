@@ -26,13 +26,14 @@ def pg_bindir() -> Path:
 
 
 def fresh_database(dsn: str, name: str) -> str:
-    """Drop and create database ``name`` on the server at ``dsn``; returns a DSN for it."""
+    """Drop and create database ``name`` on the server at ``dsn``, from template0 (the Docker
+    image's template1 has the extension already); returns a DSN for it."""
     import psycopg  # a client-side dependency: the server's runtime never imports this module
     from psycopg import sql
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     return psycopg.conninfo.make_conninfo(dsn, dbname=name)
 
 

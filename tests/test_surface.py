@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from tests.catalog import surface
+from tests.devcluster import fresh_database
 
 GOLDEN = Path(__file__).resolve().parent / "expected" / "surface.txt"
 HEADER = "# pg_imgembed's objects after CREATE EXTENSION on PostgreSQL {}, from tests/catalog.py: `make surface` rewrites this file.\n\n"
@@ -23,10 +24,7 @@ HEADER = "# pg_imgembed's objects after CREATE EXTENSION on PostgreSQL {}, from 
 @pytest.fixture
 def fresh(server_dsn: str) -> Iterator[str]:
     name = f"imgembed_surface_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        # template0: the Docker image's template1 has the extension already
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
+    dsn = fresh_database(server_dsn, name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_imgembed CASCADE")
     yield dsn
