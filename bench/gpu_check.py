@@ -136,7 +136,7 @@ def check_serve(args: argparse.Namespace, onnx: bytes, raw_config: dict) -> int:
             conn.execute(f"SET imgembed.inference_server = '{serve.url}'")
             served = [vector(conn.execute("SELECT img_embedding(%s, %s)::text", (p, args.model)).fetchone()[0]) for p in photos]
         cosine = min(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(served, expected))
-        rows, _ = row_by_row(dsn, serve.url, photos, connections=16, model=args.model, dimensions=dimensions)
+        rows, _ = row_by_row(dsn, serve.url, photos, connections=16, model=args.model, dimensions=dimensions, memory=False)
         worker = worker_rate(dsn, serve.url, photos, args.model, dimensions)
     memory = f"{after - before} MiB" if before is not None and after is not None else "n/a (no nvidia-smi)"
     print(f"model {args.model} through pg-imgembed serve --provider {args.provider}, GPU memory of serve: {memory}")

@@ -97,13 +97,15 @@ def connect(dsn: str, server: str, threads: int = 1) -> psycopg.Connection:
 
 
 def row_by_row(dsn: str, server: str, photos: list[bytes], connections: int = CONNECTIONS, model: str = MODEL,
-               dimensions: int = 2048) -> tuple[float, float]:
+               dimensions: int = 2048, memory: bool = True) -> tuple[float, float]:
     """(images/s, MiB of PSS the backends grew by beyond the runtime (the package, numpy, Pillow,
-    onnxruntime: what any call loads) after their first call and the run)."""
+    onnxruntime: what any call loads) after their first call and the run; 0 without ``memory``:
+    other users' /proc/PID/smaps_rollup needs root with CAP_SYS_PTRACE, which containers drop)."""
     conns = [connect(dsn, server) for _ in range(connections)]
     for c in conns:
         c.execute("SELECT imgembed.runtime()")
-    idle = statistics.median(pss_kib(c.info.backend_pid) for c in conns)
+    pss = pss_kib if memory else (lambda pid: 0)
+    idle = statistics.median(pss(c.info.backend_pid) for c in conns)
     for n, c in enumerate(conns):
         c.execute(f"DROP TABLE IF EXISTS rows_{n}")
         c.execute(f"CREATE TABLE rows_{n} (id serial PRIMARY KEY, photo bytea, embedding vector({dimensions}))")
@@ -124,7 +126,7 @@ def row_by_row(dsn: str, server: str, photos: list[bytes], connections: int = CO
     for t in threads:
         t.join()
     rate = len(photos) / (time.perf_counter() - began)
-    grown = sum(pss_kib(c.info.backend_pid) - idle for c in conns) / 1024
+    grown = sum(pss(c.info.backend_pid) - idle for c in conns) / 1024
     for c in conns:
         c.close()
     return rate, grown
