@@ -65,10 +65,9 @@ def async_trigger(db: Database, table: str, vector_column: str) -> EmbeddingTrig
 def check_owner_may_use(db: Database, table: str, model: str) -> None:
     """Every path that embeds for a table checks this when it embeds (the sync trigger, in
     PL/pgSQL, too): a grant revoked from the table's owner stops the next row or batch."""
-    row = db.rows(f"SELECT imgembed.owner_may_use_model({REGCLASS}, $2) AS ok, {REGCLASS}::pg_catalog.text AS name, "
-                  f"(SELECT c.relowner::pg_catalog.regrole::pg_catalog.text FROM pg_catalog.pg_class c "
-                  f"WHERE c.oid OPERATOR(pg_catalog.=) {REGCLASS}) AS owner", ["text", "text"], [str(table), model])[0]
-    if not row["ok"]:
+    row = db.rows(f"SELECT tbl::pg_catalog.text AS name{_OWNER_COLUMNS} FROM (SELECT {REGCLASS} AS tbl, $2::pg_catalog.text AS model) t",
+                  ["text", "text"], [str(table), model])[0]
+    if not row["owner_ok"]:
         raise owner_may_not_use(row["name"], model, row["owner"])
 
 
